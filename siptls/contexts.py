@@ -1,0 +1,512 @@
+"""OpenSSL contexts for TLS domains, and the connection creators using them.
+
+Theory of operation
+-------------------
+Each TLS domain becomes one :class:`OpenSSL.SSL.Context`, built completely
+when the configuration is loaded and never changed afterwards (pyOpenSSL
+refuses to change a context once a connection used it, and a reload builds a
+whole new set instead).  A :class:`DomainContext` pairs that context with the
+domain's settings and the facts about its own certificate, which are the same
+for every connection and so are computed once.
+
+An accepted connection gets its context in two steps.  When the TCP
+connection is made, :class:`ServerConnectionCreator` asks the current
+:class:`ContextGeneration` for the domain of the local IP:port; then, when the
+ClientHello arrives, the SNI callback may switch to a domain chosen by server
+name.  OpenSSL's ``SSL_set_SSL_CTX`` only carries the certificate, the trust
+store and the TLS 1.2 ciphers over, so the callback re-applies the new domain's
+verify mode and options itself, and the verify callback enforces each domain's
+depth.
+
+Verification follows Kamailio's table: a domain may not ask for a peer
+certificate, ask for one (``optional``), require one (``on``), or ask for one
+and accept anything while recording the real verdict (``optional_no_ca``).
+The verify callback records every failure (depth, OpenSSL error) on the
+connection's :class:`SIPTLSTransport`, so the verdict is known even when the
+handshake is allowed to go on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport
+from zope.interface import implementer
+
+from siptls.certinfo import CertificateFacts
+from siptls.errors import ConfigError
+
+__all__ = [
+    "ContextGeneration",
+    "ContextSettings",
+    "DomainContext",
+    "KeyLogWriter",
+    "SIPTLSTransport",
+    "ServerConnectionCreator",
+    "build_context",
+    "verify_error_text",
+]
+
+log = Logger()
+
+VERSIONS: Final[dict[str, int]] = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.0": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+
+_BASE_OPTIONS: Final = (
+    SSL.OP_NO_COMPRESSION
+    | SSL.OP_CIPHER_SERVER_PREFERENCE
+    | SSL.OP_NO_SSLv2
+    | SSL.OP_NO_SSLv3
+)
+_NO_RENEGOTIATION: Final = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+X509_V_ERR_CERT_CHAIN_TOO_LONG: Final = 22
+
+
+def verify_error_text(errno: int) -> str:
+    """OpenSSL's text for an X.509 verification error number."""
+    text = _lib.X509_verify_cert_error_string(errno)
+    return _ffi.string(text).decode("ascii", "replace") if text != _ffi.NULL else str(errno)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSettings:
+    """Everything needed to build one domain's context; paths are absolute.
+
+    ``origins`` maps a setting name to the ``(file, line)`` it came from, so
+    that errors found while loading (a key that does not match its
+    certificate, a wrong password) name the right place.
+    """
+
+    name: str
+    role: str = "server"
+    certificate: str | None = None
+    private_key: str | None = None
+    private_key_password: str | None = field(default=None, repr=False)
+    min_version: str | None = "TLSv1.2"
+    max_version: str | None = None
+    cipher_list: str | None = None
+    cipher_list_is_tls13: bool = False
+    ca_list: str | None = None
+    ca_path: str | None = None
+    crl: str | None = None
+    verify_peer: bool = False
+    require_peer_certificate: bool = False
+    accept_unknown_ca: bool = False
+    verify_depth: int = 9
+    session_cache: bool = False
+    session_id: bytes = b"siptls"
+    renegotiation: bool = False
+    release_buffers: bool = True
+    origins: dict[str, tuple[str, int | None]] = field(default_factory=dict, hash=False)
+
+    def where(self, key: str) -> tuple[str | None, int | None]:
+        source, line = self.origins.get(key, (None, None))
+        return source, line
+
+
+class KeyLogWriter:
+    """Appends NSS key-log lines (for Wireshark) to a file created mode 0600."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        self._file = os.fdopen(fd, "ab", buffering=0)
+        self._lock = threading.Lock()
+
+    def __call__(self, connection: SSL.Connection, line: bytes) -> None:
+        with self._lock:
+            self._file.write(line + b"\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DomainContext:
+    """A built context with the settings it came from."""
+
+    settings: ContextSettings
+    context: SSL.Context
+    certificate: CertificateFacts | None
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def verify_mode(self) -> int:
+        return _verify_mode(self.settings)
+
+
+def _verify_mode(settings: ContextSettings) -> int:
+    if settings.require_peer_certificate:
+        return SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    if settings.verify_peer or settings.accept_unknown_ca:
+        return SSL.VERIFY_PEER
+    return SSL.VERIFY_NONE
+
+
+def _config_error(settings: ContextSettings, key: str, message: str) -> ConfigError:
+    source, line = settings.where(key)
+    section = settings.name
+    return ConfigError(message, source=source, line=line, key=key, section=section)
+
+
+def _read(settings: ContextSettings, key: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise _config_error(
+            settings, key, f"cannot read {key} '{path}': {error.strerror or error}."
+        ) from None
+
+
+def _load_key(settings: ContextSettings, data: bytes) -> Any:
+    password = settings.private_key_password
+    path = settings.private_key
+    try:
+        return serialization.load_pem_private_key(
+            data, password.encode("utf-8") if password is not None else None
+        )
+    except TypeError:
+        if password is None:
+            raise _config_error(
+                settings,
+                "private_key",
+                f"the private key '{path}' is encrypted and no private_key_password is set.",
+            ) from None
+        raise _config_error(
+            settings,
+            "private_key_password",
+            f"a private_key_password is set but the key '{path}' is not encrypted.",
+        ) from None
+    except ValueError:
+        if password is not None:
+            raise _config_error(
+                settings,
+                "private_key_password",
+                f"the private_key_password does not decrypt '{path}' (or it is not a PEM key).",
+            ) from None
+        raise _config_error(
+            settings, "private_key", f"'{path}' does not hold a PEM private key."
+        ) from None
+
+
+def _load_chain(settings: ContextSettings, data: bytes) -> list[x509.Certificate]:
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        chain = []
+    if not chain:
+        raise _config_error(
+            settings,
+            "certificate",
+            f"'{settings.certificate}' does not hold a PEM certificate.",
+        )
+    return chain
+
+
+def build_context(
+    settings: ContextSettings,
+    keylog: Callable[[SSL.Connection, bytes], None] | None = None,
+) -> DomainContext:
+    """Build the complete, never-to-be-changed context of one domain.
+
+    Raises :class:`ConfigError` naming the setting (and its file and line
+    when known) for anything that stops the domain from working.
+    """
+    method = SSL.TLS_SERVER_METHOD if settings.role == "server" else SSL.TLS_CLIENT_METHOD
+    context = SSL.Context(method)
+    options = _BASE_OPTIONS
+    if not settings.renegotiation:
+        options |= _NO_RENEGOTIATION
+    if not settings.session_cache:
+        options |= SSL.OP_NO_TICKET
+    context.set_options(options)
+    if settings.release_buffers:
+        context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    if settings.min_version is not None:
+        context.set_min_proto_version(VERSIONS[settings.min_version])
+    if settings.max_version is not None:
+        context.set_max_proto_version(VERSIONS[settings.max_version])
+    if settings.cipher_list:
+        try:
+            if settings.cipher_list_is_tls13:
+                context.set_tls13_ciphersuites(settings.cipher_list.encode("ascii"))
+            else:
+                context.set_cipher_list(settings.cipher_list.encode("ascii"))
+        except (SSL.Error, UnicodeEncodeError):
+            raise _config_error(
+                settings,
+                "cipher_list",
+                f"OpenSSL accepts no cipher from cipher_list '{settings.cipher_list}'.",
+            ) from None
+    if settings.role == "server":
+        context.set_session_id(settings.session_id[:32])
+        context.set_session_cache_mode(
+            SSL.SESS_CACHE_SERVER if settings.session_cache else SSL.SESS_CACHE_OFF
+        )
+    facts = _load_identity(settings, context)
+    _load_trust(settings, context)
+    context.set_verify(_verify_mode(settings), _make_verify_callback(settings))
+    context.set_verify_depth(max(settings.verify_depth, 0))
+    if keylog is not None:
+        context.set_keylog_callback(keylog)
+    return DomainContext(settings, context, facts)
+
+
+def _load_identity(settings: ContextSettings, context: SSL.Context) -> CertificateFacts | None:
+    if not settings.certificate:
+        if settings.role == "server":
+            raise _config_error(settings, "certificate", "a server domain needs a certificate.")
+        return None
+    chain_pem = _read(settings, "certificate", settings.certificate)
+    chain = _load_chain(settings, chain_pem)
+    key_path = settings.private_key or settings.certificate
+    key = _load_key(settings, _read(settings, "private_key", key_path))
+    leaf_public = chain[0].public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    key_public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if leaf_public != key_public:
+        raise _config_error(
+            settings,
+            "private_key",
+            f"the private key '{key_path}' does not match the certificate "
+            f"'{settings.certificate}'.",
+        )
+    try:
+        context.use_certificate_chain_file(settings.certificate.encode())
+        context.use_privatekey(key)
+        context.check_privatekey()
+    except SSL.Error as error:
+        raise _config_error(
+            settings, "certificate", f"OpenSSL refused '{settings.certificate}': {error}."
+        ) from None
+    return CertificateFacts(chain[0])
+
+
+def _load_trust(settings: ContextSettings, context: SSL.Context) -> None:
+    if settings.ca_list or settings.ca_path:
+        if settings.ca_list:
+            _load_chain_file(settings, "ca_list", settings.ca_list)
+        try:
+            context.load_verify_locations(
+                settings.ca_list.encode() if settings.ca_list else None,
+                settings.ca_path.encode() if settings.ca_path else None,
+            )
+        except SSL.Error as error:
+            key = "ca_list" if settings.ca_list else "ca_path"
+            raise _config_error(settings, key, f"OpenSSL could not load the CAs: {error}.") from None
+        if settings.ca_list and settings.role == "server":
+            cas = _load_chain_file(settings, "ca_list", settings.ca_list)
+            context.set_client_ca_list(
+                [crypto.X509.from_cryptography(ca).get_subject() for ca in cas]
+            )
+    if settings.crl:
+        data = _read(settings, "crl", settings.crl)
+        try:
+            crls = [x509.load_pem_x509_crl(block) for block in _pem_blocks(data, b"X509 CRL")]
+        except ValueError:
+            crls = []
+        if not crls:
+            raise _config_error(settings, "crl", f"'{settings.crl}' does not hold a PEM CRL.")
+        store = context.get_cert_store()
+        assert store is not None
+        for crl in crls:
+            store.add_crl(crl)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+
+
+def _load_chain_file(settings: ContextSettings, key: str, path: str) -> list[x509.Certificate]:
+    data = _read(settings, key, path)
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise _config_error(settings, key, f"'{path}' does not hold a PEM certificate.")
+    return certificates
+
+
+def _pem_blocks(data: bytes, label: bytes) -> list[bytes]:
+    begin = b"-----BEGIN " + label + b"-----"
+    end = b"-----END " + label + b"-----"
+    blocks = []
+    start = data.find(begin)
+    while start >= 0:
+        stop = data.find(end, start)
+        if stop < 0:
+            break
+        blocks.append(data[start : stop + len(end)] + b"\n")
+        start = data.find(begin, stop)
+    return blocks
+
+
+def _make_verify_callback(
+    settings: ContextSettings,
+) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    depth_limit = settings.verify_depth
+    accept_anything = settings.accept_unknown_ca
+
+    def verify(connection: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        # OpenSSL's depth counts intermediates: leaf (0), up to ``depth_limit``
+        # intermediates, then the trust anchor.  Checked here as well because
+        # an SNI switch keeps the first context's depth.
+        if depth > depth_limit + 1:
+            ok, errno = 0, X509_V_ERR_CERT_CHAIN_TOO_LONG
+        if ok:
+            return True
+        transport = connection.get_app_data()
+        if isinstance(transport, SIPTLSTransport):
+            transport.record_verify_error(depth, errno)
+        return accept_anything
+
+    return verify
+
+
+class SIPTLSTransport(BufferingTLSTransport):
+    """Twisted's TLS protocol, remembering what siptls needs per connection.
+
+    It keeps the TCP transport before the connection creator runs (Twisted
+    sets ``transport`` only afterwards), the domain chosen and why, and the
+    verification errors the verify callback saw.
+    """
+
+    lowerTransport: Any = None
+    domain: DomainContext | None = None
+    domain_reason: str | None = None
+    generation: ContextGeneration | None = None
+    verify_errors: list[tuple[int, int]] | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.lowerTransport = transport
+        super().makeConnection(transport)
+
+    def record_verify_error(self, depth: int, errno: int) -> None:
+        if self.verify_errors is None:
+            self.verify_errors = []
+        self.verify_errors.append((depth, errno))
+
+
+@dataclass(eq=False)
+class ContextGeneration:
+    """One loaded configuration: every domain's context and how to pick one.
+
+    ``select_socket(host, port)`` gives the initial server domain and the
+    reason; ``select_name(initial, sni)`` the domain for a server name, or
+    ``None`` to keep the initial one.  ``refuse_unknown_names`` turns an
+    unmatched SNI into an ``unrecognized_name`` alert.
+    """
+
+    number: int
+    select_socket: Callable[[str, int], tuple[DomainContext, str]]
+    select_name: Callable[[DomainContext, str], tuple[DomainContext, str] | None]
+    domains: Sequence[DomainContext] = ()
+    refuse_unknown_names: bool = False
+    select_client: Callable[..., tuple[DomainContext, str]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class UnknownServerName(Exception):
+    """Raised inside the SNI callback to send an ``unrecognized_name`` alert."""
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerConnectionCreator:
+    """Creates server connections from the current generation's domains."""
+
+    def __init__(self, generation: ContextGeneration) -> None:
+        self.generation = generation
+        self._prepared: set[int] = set()
+        self._prepare(generation)
+
+    def swap(self, generation: ContextGeneration) -> ContextGeneration:
+        """Use ``generation`` for new connections; return the previous one."""
+        self._prepare(generation)
+        previous, self.generation = self.generation, generation
+        return previous
+
+    def _prepare(self, generation: ContextGeneration) -> None:
+        # The SNI callback has to be on the context a connection starts
+        # with; installing it is part of finishing the context, before any
+        # connection uses it.
+        for domain in generation.domains:
+            if domain.settings.role == "server" and id(domain.context) not in self._prepared:
+                domain.context.set_tlsext_servername_callback(self._server_name)
+                self._prepared.add(id(domain.context))
+
+    def serverConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
+        generation = self.generation
+        host = tlsProtocol.lowerTransport.getHost()
+        domain, reason = generation.select_socket(host.host, host.port)
+        tlsProtocol.domain = domain
+        tlsProtocol.domain_reason = reason
+        tlsProtocol.generation = generation
+        return SSL.Connection(domain.context, None)
+
+    def _server_name(self, connection: SSL.Connection) -> None:
+        raw = connection.get_servername()
+        if raw is None:
+            return
+        transport = connection.get_app_data()
+        if not isinstance(transport, SIPTLSTransport) or transport.domain is None:
+            return
+        generation = transport.generation
+        assert generation is not None
+        name = raw.decode("ascii", "replace")
+        choice = generation.select_name(transport.domain, name)
+        if choice is None:
+            if generation.refuse_unknown_names:
+                log.info(
+                    "Refused server name {sni!r}: no TLS domain has it (sni_strict).", sni=name
+                )
+                raise UnknownServerName(name)
+            return
+        domain, reason = choice
+        transport.domain_reason = reason
+        if domain is transport.domain:
+            return
+        transport.domain = domain
+        connection.set_context(domain.context)
+        # SSL_set_SSL_CTX does not carry these over; apply the new domain's.
+        connection.set_verify(domain.verify_mode, _make_verify_callback(domain.settings))
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class ClientConnectionCreator:
+    """Creates one client connection from a chosen client domain."""
+
+    def __init__(self, domain: DomainContext, server_name: str | None) -> None:
+        self.domain = domain
+        self.server_name = server_name
+
+    def clientConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
+        tlsProtocol.domain = self.domain
+        connection = SSL.Connection(self.domain.context, None)
+        if self.server_name:
+            connection.set_tlsext_host_name(self.server_name.encode("ascii"))
+        return connection
