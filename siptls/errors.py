@@ -69,3 +69,25 @@ class SendError(SIPTLSError):
 
 class ControlError(SIPTLSError):
     """A control command failed (unknown connection id, reload refused, ...)."""
+
+
+class IdentityError(SIPTLSError):
+    """A peer certificate's identities could not be read or matched.
+
+    ``reference`` is the SIP domain or IP address being checked, when known.
+    """
+
+    def __init__(self, message: str, reference: str | None = None) -> None:
+        super().__init__(message)
+        self.reference = reference
+
+
+class ResolutionError(SIPTLSError):
+    """A SIP target could not be parsed or resolved to addresses.
+
+    ``name`` is the target string or DNS name that failed, when known.
+    """
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
