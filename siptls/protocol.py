@@ -107,6 +107,7 @@ class SIPTLSProtocol(Protocol):
         self._paused = False
         self._closing_reason: str | None = None
         self._close_after_batch = False
+        self._producing = False
 
     # -- ISIPConnection ---------------------------------------------------
 
@@ -141,11 +142,35 @@ class SIPTLSProtocol(Protocol):
         self.send(build_response(request, status, reason, headers))
 
     def close(self) -> None:
-        if self.transport is not None:
-            self._closing_reason = self._closing_reason or "closed locally"
-            if self.record is not None:
-                self.record.state = "closing"
-            self.transport.loseConnection()
+        self.loseConnection("closed locally")
+
+    def loseConnection(self, reason: str | None = None) -> None:
+        """Close gracefully after pending output (the registry's kill uses this)."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing_reason = self._closing_reason or reason or "closed locally"
+        if self.record is not None:
+            self.record.state = "closing"
+        # Twisted's TLS transport waits for a registered producer to go
+        # away before it starts the TLS shutdown.
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()
+        transport.loseConnection()
+
+    def abortConnection(self, reason: str | None = None) -> None:
+        """Close at once, dropping pending output."""
+        transport = self.transport
+        if transport is None:
+            return
+        self._closing_reason = self._closing_reason or reason or "aborted locally"
+        if self.record is not None:
+            self.record.state = "closing"
+        if self._producing:
+            self._producing = False
+            transport.unregisterProducer()
+        transport.abortConnection()
 
     # -- Twisted protocol -------------------------------------------------
 
@@ -170,8 +195,9 @@ class SIPTLSProtocol(Protocol):
             return
         generation = getattr(transport, "generation", None)
         number = generation.number if generation is not None else 0
-        self.record = registry.open(self.direction, local, remote, transport, number)
+        self.record = registry.open(self.direction, local, remote, self, number)
         transport.registerProducer(self, True)
+        self._producing = True
 
     def handshakeCompleted(self) -> None:
         record = self.record
@@ -260,9 +286,8 @@ class SIPTLSProtocol(Protocol):
             if batch:
                 record.messages_out += len(batch) - pongs
                 self._write(b"".join(batch) if len(batch) > 1 else batch[0])
-            if self._close_after_batch and self.transport is not None:
-                record.state = "closing"
-                self.transport.loseConnection()
+            if self._close_after_batch:
+                self.loseConnection()
 
     def connectionLost(self, reason: Failure = netError.ConnectionDone) -> None:  # type: ignore[assignment]
         record = self.record
@@ -327,11 +352,10 @@ class SIPTLSProtocol(Protocol):
         if self._paused:
             self._paused_output += len(data)
             if self._paused_output > self.factory.limits.max_send_buffer:
-                self._closing_reason = (
+                self.abortConnection(
                     f"the peer does not read: over {self.factory.limits.max_send_buffer} "
                     "bytes of output are waiting"
                 )
-                self.transport.abortConnection()
                 return
         self.transport.write(data)
 
@@ -341,15 +365,13 @@ class SIPTLSProtocol(Protocol):
         record = self.record
         queued = record.queued_cleartext if record is not None else 0
         if queued + len(data) > limits.con_ct_wq_max:
-            self._closing_reason = "clear-text queue full (con_ct_wq_max)"
-            self._abort()
+            self.abortConnection("clear-text queue full (con_ct_wq_max)")
             raise SendError(
                 f"the clear-text queue of connection {self.id} is full: {queued} bytes queued, "
                 f"con_ct_wq_max is {limits.con_ct_wq_max}."
             )
         if account.queued + len(data) > limits.ct_wq_max:
-            self._closing_reason = "clear-text queues full (ct_wq_max)"
-            self._abort()
+            self.abortConnection("clear-text queues full (ct_wq_max)")
             raise SendError(
                 f"the clear-text queues of all connections hold {account.queued} bytes; "
                 f"ct_wq_max is {limits.ct_wq_max}."
@@ -365,10 +387,6 @@ class SIPTLSProtocol(Protocol):
         self.factory.queue_account.queued -= size
         if self.record is not None:
             self.record.queued_cleartext = 0
-
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abortConnection()
 
     def _bad_message(self, head: bytes, problem: ProtocolError) -> None:
         log.info(
@@ -460,12 +478,9 @@ class ConnectionSweeper:
                 self._expire(record, f"idle for {idle_timeout:g} s (connection_timeout)")
 
     def _expire(self, record: ConnectionRecord, reason: str) -> None:
-        transport = record._transport
-        protocol = getattr(transport, "wrappedProtocol", None)
-        if isinstance(protocol, SIPTLSProtocol):
-            protocol._closing_reason = reason
-        record.state = "closing"
-        transport.abortConnection()
+        connection = record._transport
+        if isinstance(connection, SIPTLSProtocol):
+            connection.abortConnection(reason)
 
 
 def _address(address: tuple[str, int]) -> str:

@@ -1,0 +1,238 @@
+"""In-memory TLS end to end: the siptls protocol with a real TLS handshake."""
+
+from __future__ import annotations
+
+import trustme
+from twisted.internet.error import ConnectionDone
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from siptls.application import OptionsResponder
+from siptls.interfaces import ISIPApplication
+from siptls.message import Request
+from siptls.protocol import ConnectionLimits, ConnectionSweeper
+from tests.tlsloop import RecordingClient, Server, generation_for, trusting_client
+
+
+def options(n: int = 1, body: bytes = b"") -> bytes:
+    return (
+        b"OPTIONS sip:siptls@127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/TLS 127.0.0.1:40000;branch=z9hG4bK%d\r\n"
+        b"From: <sip:test@127.0.0.1>;tag=%d\r\nTo: <sip:siptls@127.0.0.1>\r\n"
+        b"Call-ID: call-%d\r\nCSeq: %d OPTIONS\r\nMax-Forwards: 70\r\n"
+        b"Content-Length: %d\r\n\r\n" % (n, n, n, n, len(body))
+    ) + body
+
+
+@implementer(ISIPApplication)
+class Recorder(OptionsResponder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Request] = []
+        self.opened: list[object] = []
+        self.closed: list[tuple[object, str]] = []
+
+    def requestReceived(self, request: Request, connection: object) -> None:
+        self.requests.append(request)
+        super().requestReceived(request, connection)  # type: ignore[arg-type]
+
+    def connectionOpened(self, connection: object) -> None:
+        self.opened.append(connection)
+
+    def connectionClosed(self, connection: object, reason: str) -> None:
+        self.closed.append((connection, reason))
+
+
+class ProtocolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.ca = trustme.CA()
+        self.app = Recorder()
+        self.server = Server(generation_for(self.ca, self.mktemp_dir()), self.app)
+
+    def mktemp_dir(self) -> str:
+        import os
+
+        path = self.mktemp()
+        os.makedirs(path)
+        return path
+
+    def connect(self, **kwargs: object):  # type: ignore[no-untyped-def]
+        client = RecordingClient()
+        client_tls, server_tls, pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), client, **kwargs  # type: ignore[arg-type]
+        )
+        pump.flush()
+        return client, client_tls, server_tls, pump
+
+    def test_options_answered(self) -> None:
+        """OPTIONS over a real TLS handshake gets 200 OK with Allow/Accept/Supported."""
+        client, client_tls, server_tls, pump = self.connect()
+        self.assertTrue(client.handshake_done)
+        client_tls.write(options())
+        pump.flush()
+        self.assertTrue(client.received.startswith(b"SIP/2.0 200 OK\r\n"), client.received)
+        for header in (b"\r\nAllow: ", b"\r\nAccept: ", b"\r\nSupported:", b"\r\nCSeq: 1 OPTIONS"):
+            self.assertIn(header, client.received)
+        self.assertEqual(len(self.app.opened), 1)
+        record = server_tls.wrappedProtocol.record
+        self.assertEqual(record.state, "established")
+        self.assertEqual(record.tls_version, "TLSv1.3")
+        self.assertEqual((record.messages_in, record.messages_out), (1, 1))
+        self.assertEqual(record.domain, "TLSs<default>")
+
+    def test_pipelined_one_write(self) -> None:
+        """Pipelined requests in one read are all answered, in order, with one write."""
+        client, client_tls, server_tls, pump = self.connect()
+        writes: list[bytes] = []
+        original = server_tls.write
+        server_tls.write = lambda data: (writes.append(data), original(data))  # type: ignore[method-assign]
+        client_tls.write(b"".join(options(n) for n in range(1, 6)))
+        pump.flush()
+        self.assertEqual(client.received.count(b"SIP/2.0 200 OK"), 5)
+        cseqs = [line for line in client.received.split(b"\r\n") if line.startswith(b"CSeq")]
+        self.assertEqual(cseqs, [b"CSeq: %d OPTIONS" % n for n in range(1, 6)])
+        self.assertEqual(len(writes), 1)
+
+    def test_other_methods(self) -> None:
+        """INVITE gets 501, ACK gets nothing, a stray response is dropped."""
+        client, client_tls, _, pump = self.connect()
+        invite = options(7).replace(b"OPTIONS", b"INVITE")
+        ack = options(8).replace(b"OPTIONS", b"ACK")
+        stray = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS x;branch=z9hG4bKx\r\nContent-Length: 0\r\n\r\n"
+        client_tls.write(invite + ack + stray)
+        pump.flush()
+        self.assertEqual(client.received.count(b"SIP/2.0 "), 1)
+        self.assertTrue(client.received.startswith(b"SIP/2.0 501 Not Implemented"))
+
+    def test_keepalive(self) -> None:
+        """A double-CRLF ping gets a single-CRLF pong; a pong gets nothing."""
+        client, client_tls, _, pump = self.connect()
+        client_tls.write(b"\r\n\r\n")
+        pump.flush()
+        self.assertEqual(client.received, b"\r\n")
+
+    def test_bad_message_answered_connection_kept(self) -> None:
+        """A well-framed but malformed request gets 400 and the connection stays up."""
+        client, client_tls, _, pump = self.connect()
+        client_tls.write(options(1).replace(b"1 OPTIONS", b"1 INVITE") + options(2))
+        pump.flush()
+        self.assertTrue(client.received.startswith(b"SIP/2.0 400 Bad Request"))
+        self.assertIn(b"SIP/2.0 200 OK", client.received)
+        self.assertIsNone(client.lost)
+
+    def test_framing_error_answered_and_closed(self) -> None:
+        """A negative Content-Length gets 400, then the connection closes."""
+        client, client_tls, _, pump = self.connect()
+        client_tls.write(options(1).replace(b"Content-Length: 0", b"Content-Length: -5"))
+        pump.flush()
+        self.assertTrue(client.received.startswith(b"SIP/2.0 400 Bad Request"))
+        self.assertIsNotNone(client.lost)
+        self.assertEqual(len(self.server.registry), 0)
+        self.assertIn("framing error", self.app.closed[0][1])
+
+    def test_oversized_message(self) -> None:
+        """A body over the limit gets 513 Message Too Large and a close."""
+        self.server.sip_factory.limits = ConnectionLimits(max_body_size=100)
+        client, client_tls, _, pump = self.connect()
+        client_tls.write(options(1, b"x" * 101))
+        pump.flush()
+        self.assertTrue(client.received.startswith(b"SIP/2.0 513 Message Too Large"))
+        self.assertIsNotNone(client.lost)
+
+    def test_garbage_closes_only_that_connection(self) -> None:
+        """Binary garbage inside TLS closes that connection, others keep working."""
+        good, good_tls, _, good_pump = self.connect(peer=("127.0.0.1", 40001))
+        bad, bad_tls, _, bad_pump = self.connect(peer=("127.0.0.1", 40002))
+        bad_tls.write(b"\r\x00\xff" * 100)
+        bad_pump.flush()
+        self.assertIsNotNone(bad.lost)
+        good_tls.write(options())
+        good_pump.flush()
+        self.assertTrue(good.received.startswith(b"SIP/2.0 200 OK"))
+
+    def test_close_reported(self) -> None:
+        """A client close removes the record and tells the application why."""
+        client, client_tls, _, pump = self.connect()
+        self.assertEqual(len(self.server.registry), 1)
+        client_tls.loseConnection()
+        pump.flush()
+        self.assertEqual(len(self.server.registry), 0)
+        self.assertEqual(len(self.app.closed), 1)
+
+    def test_max_connections(self) -> None:
+        """Connections beyond the maximum are refused at accept and counted."""
+        self.server.registry.max_connections = 1
+        self.connect(peer=("127.0.0.1", 40001))
+        refused, _, _, _ = self.connect(peer=("127.0.0.1", 40002))
+        self.assertIsNotNone(refused.lost)
+        self.assertEqual(self.server.registry.refused_count, 1)
+
+    def test_handshake_timeout(self) -> None:
+        """A peer that never finishes the handshake is closed after handshake_timeout."""
+        limits = ConnectionLimits(handshake_timeout=10)
+        self.server.sip_factory.limits = limits
+        client = RecordingClient()
+        client_tls, server_tls, pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), client, greet=False
+        )
+        # Nothing is pumped: the ClientHello never reaches the server.
+        sweeper = ConnectionSweeper(self.server.registry, limits, self.server.clock)
+        self.server.clock.advance(9)
+        sweeper.sweep()
+        self.assertEqual(len(self.server.registry), 1)
+        self.server.clock.advance(2)
+        sweeper.sweep()
+        pump.flush()
+        self.assertEqual(len(self.server.registry), 0)
+
+    def test_idle_timeout(self) -> None:
+        """An established connection idle for connection_timeout is closed; traffic resets it."""
+        limits = ConnectionLimits(connection_timeout=60)
+        self.server.sip_factory.limits = limits
+        client, client_tls, _, pump = self.connect()
+        sweeper = ConnectionSweeper(self.server.registry, limits, self.server.clock)
+        self.server.clock.advance(50)
+        client_tls.write(b"\r\n\r\n")
+        pump.flush()
+        self.server.clock.advance(50)
+        sweeper.sweep()
+        self.assertEqual(len(self.server.registry), 1)
+        self.server.clock.advance(11)
+        sweeper.sweep()
+        pump.flush()
+        self.assertEqual(len(self.server.registry), 0)
+        self.assertIsNotNone(client.lost)
+        self.assertIn("idle", self.app.closed[0][1])
+
+    def test_send_before_handshake_is_queued(self) -> None:
+        """Data sent before the handshake is queued and written in order afterwards."""
+        client = RecordingClient()
+        client_tls, server_tls, pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), client, greet=False
+        )
+        protocol = server_tls.wrappedProtocol
+        self.assertFalse(client.handshake_done)
+        protocol.send(b"first\r\n")
+        protocol.send(b"second\r\n")
+        self.assertEqual(protocol.record.queued_cleartext, 15)
+        pump.flush()
+        self.assertEqual(client.received, b"first\r\nsecond\r\n")
+        self.assertEqual(self.server.sip_factory.queue_account.queued, 0)
+
+    def test_queue_limit(self) -> None:
+        """A send past con_ct_wq_max fails with SendError and closes only that connection."""
+        from siptls.errors import SendError
+
+        self.server.sip_factory.limits = ConnectionLimits(con_ct_wq_max=10)
+        client = RecordingClient()
+        _, server_tls, pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), client, greet=False
+        )
+        protocol = server_tls.wrappedProtocol
+        self.assertFalse(client.handshake_done)
+        protocol.send(b"12345")
+        with self.assertRaises(SendError) as caught:
+            protocol.send(b"123456")
+        self.assertIn("con_ct_wq_max", str(caught.exception))
+        pump.flush()
+        self.assertEqual(self.server.sip_factory.queue_account.queued, 0)
