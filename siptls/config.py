@@ -1411,8 +1411,7 @@ def check_listeners(config: TLSConfig, listen_addresses: Sequence[tuple[str, int
             continue
         shown = ", ".join(sorted(f"{h}:{p}" for h, p in listeners)) or "none"
         raise ConfigError(
-            f"no listening socket for {format_address(domain.address)} "
-            f"(listening on: {shown})",
+            f"no listening socket for {format_address(domain.address)} (listening on: {shown})",
             source=domain.source,
             line=domain.line,
             section=domain.section,
