@@ -97,6 +97,7 @@ class ContextSettings:
     """
 
     name: str
+    section: str | None = None
     role: str = "server"
     certificate: str | None = None
     private_key: str | None = None
@@ -148,6 +149,7 @@ class DomainContext:
     settings: ContextSettings
     context: SSL.Context
     certificate: CertificateFacts | None
+    record: Any = None
 
     @property
     def name(self) -> str:
@@ -168,8 +170,9 @@ def _verify_mode(settings: ContextSettings) -> int:
 
 def _config_error(settings: ContextSettings, key: str, message: str) -> ConfigError:
     source, line = settings.where(key)
-    section = settings.name
-    return ConfigError(message, source=source, line=line, key=key, section=section)
+    return ConfigError(
+        f"{key}: {message}", source=source, line=line, key=key, section=settings.section
+    )
 
 
 def _read(settings: ContextSettings, key: str, path: str) -> bytes:
@@ -230,6 +233,7 @@ def _load_chain(settings: ContextSettings, data: bytes) -> list[x509.Certificate
 def build_context(
     settings: ContextSettings,
     keylog: Callable[[SSL.Connection, bytes], None] | None = None,
+    record: Any = None,
 ) -> DomainContext:
     """Build the complete, never-to-be-changed context of one domain.
 
@@ -273,7 +277,7 @@ def build_context(
     context.set_verify_depth(max(settings.verify_depth, 0))
     if keylog is not None:
         context.set_keylog_callback(keylog)
-    return DomainContext(settings, context, facts)
+    return DomainContext(settings, context, facts, record)
 
 
 def _load_identity(settings: ContextSettings, context: SSL.Context) -> CertificateFacts | None:
@@ -428,7 +432,7 @@ class ContextGeneration:
     domains: Sequence[DomainContext] = ()
     refuse_unknown_names: bool = False
     select_client: Callable[..., tuple[DomainContext, str]] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    config: Any = None
 
 
 class UnknownServerName(Exception):

@@ -2,18 +2,26 @@
 
 Compose it into any Twisted application::
 
+    from twisted.application.service import Application
     from siptls.service import SIPTLSService
-    service = SIPTLSService.from_params({"certificate": "cert.pem", "private_key": "key.pem"},
-                                        listen=["tls:127.0.0.1:5061"],
-                                        application=MyApplication())
+
+    application = Application("my-sip-app")
+    service = SIPTLSService(["tls:127.0.0.1:5061"], {"config": "tls.cfg"}, MyApplication())
     service.setServiceParent(application)
 
-``twistd siptls`` (:mod:`siptls.tap`) is a thin user of this module.
+``params`` are Kamailio TLS module parameters by name (``certificate``,
+``private_key``, ``config``, ``tls_method``...).  Construction loads and
+validates the whole configuration and raises
+:class:`~siptls.errors.ConfigError` if anything is wrong; no socket is opened
+until the service starts.  ``twistd siptls`` (:mod:`siptls.tap`) is a thin
+user of this class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import signal
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -22,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from siptls.application import OptionsResponder
+from siptls.config import TLSConfig
 from siptls.contexts import (
     ContextGeneration,
     ContextSettings,
@@ -30,12 +39,14 @@ from siptls.contexts import (
     SIPTLSTransport,
     build_context,
 )
+from siptls.errors import ConfigError
+from siptls.generation import ConfigLoader, LoadResult
 from siptls.interfaces import ISIPApplication
-from siptls.listen import ListenAddress, parse_listen
+from siptls.listen import DEFAULT_LISTEN, ListenAddress, parse_listen
 from siptls.protocol import ConnectionLimits, ConnectionSweeper, SIPTLSFactory
 from siptls.registry import ConnectionRegistry
 
-__all__ = ["SIPTLSService", "single_domain_generation"]
+__all__ = ["SIPTLSService", "limits_for", "single_domain_generation"]
 
 log = Logger(namespace="siptls.service")
 
@@ -53,18 +64,29 @@ def single_domain_generation(settings: ContextSettings, number: int = 1) -> Cont
     return ContextGeneration(number, by_socket, by_name, (domain,))
 
 
+def limits_for(config: TLSConfig) -> ConnectionLimits:
+    """The connection limits the module parameters ask for."""
+    return ConnectionLimits(
+        con_ct_wq_max=config.con_ct_wq_max,
+        ct_wq_max=config.ct_wq_max,
+        max_send_buffer=config.max_send_buffer,
+        handshake_timeout=config.handshake_timeout,
+        connection_timeout=max(float(config.connection_timeout), 0.0),
+        send_close_notify=config.send_close_notify,
+    )
+
+
 class SIPTLSService(MultiService):
     """Listens for SIP over TLS on each address and serves ``application``."""
 
     def __init__(
         self,
-        listen: Iterable[ListenAddress | str],
-        generation: ContextGeneration,
+        listen: Iterable[ListenAddress | str] = (DEFAULT_LISTEN,),
+        params: Mapping[str, str] | None = None,
         application: ISIPApplication | None = None,
         *,
-        limits: ConnectionLimits | None = None,
+        workdir: str | None = None,
         reactor: Any = None,
-        max_connections: int = 2048,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -75,35 +97,65 @@ class SIPTLSService(MultiService):
         self.addresses: list[ListenAddress] = [
             a if isinstance(a, ListenAddress) else parse_listen(a) for a in listen
         ]
+        self.loader = ConfigLoader(
+            params or {}, [(a.host, a.port) for a in self.addresses], workdir
+        )
+        self.current: LoadResult = self.loader.load(1)
+        config = self.current.config
         self.application = application or OptionsResponder()
-        self.limits = limits or ConnectionLimits()
-        self.registry = ConnectionRegistry(reactor, max_connections)
-        self.creator = ServerConnectionCreator(generation)
+        self.limits = limits_for(config)
+        self.registry = ConnectionRegistry(reactor, config.tls_max_connections)
+        self.creator = ServerConnectionCreator(self.current.generation)
         self.factory = SIPTLSFactory(self.application, self.registry, reactor, self.limits)
         self.factory.noisy = False
         self.sweeper = ConnectionSweeper(self.registry, self.limits, reactor)
         self.ports: list[IListeningPort] = []
-
-    @classmethod
-    def from_params(
-        cls,
-        params: Mapping[str, str],
-        listen: Sequence[str],
-        application: ISIPApplication | None = None,
-        **kwargs: Any,
-    ) -> SIPTLSService:
-        """Build from Kamailio-style module parameters (certificate, private_key...)."""
-        settings = ContextSettings(
-            name="TLSs<default>",
-            certificate=params.get("certificate"),
-            private_key=params.get("private_key"),
-            private_key_password=params.get("private_key_password"),
-        )
-        return cls(listen, single_domain_generation(settings), application, **kwargs)
+        self.started_at: float | None = None
+        self._previous_sighup: Any = None
 
     @property
     def generation(self) -> ContextGeneration:
         return self.creator.generation
+
+    @property
+    def config(self) -> TLSConfig:
+        return self.current.config
+
+    def notices(self) -> list[str]:
+        """What an operator should be told about the loaded configuration."""
+        notes = list(self.current.loaded.warnings)
+        generated = self.current.self_signed
+        if generated is not None:
+            notes.append(
+                f"{'Generated' if generated.created else 'Using'} the self-signed certificate "
+                f"{generated.certificate} (SHA-256 {generated.fingerprint}); configure a real "
+                "certificate for production."
+            )
+        if self.config.keylog_file:
+            notes.append(
+                f"TLS session keys are being written to {self.config.keylog_file} (keylog_file): "
+                "anyone who can read it can decrypt this server's traffic."
+            )
+        return notes
+
+    def reload(self) -> int:
+        """Load the configuration again and use it for new connections.
+
+        Returns the new generation number.  Raises ConfigError, leaving the
+        running generation untouched, if anything in the new one is wrong.
+        """
+        number = self.generation.number + 1
+        result = self.loader.load(number)
+        self.current = result
+        self.creator.swap(result.generation)
+        for note in result.loaded.warnings:
+            log.warn("{note}", note=note)
+        log.info(
+            "Loaded TLS configuration generation {generation} ({count} domains).",
+            generation=number,
+            count=len(result.config.domains),
+        )
+        return number
 
     def tls_factory(self) -> TLSMemoryBIOFactory:
         factory = TLSMemoryBIOFactory(self.creator, False, self.factory, clock=self.reactor)
@@ -113,21 +165,49 @@ class SIPTLSService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        for note in self.notices():
+            log.warn("{note}", note=note)
         factory = self.tls_factory()
         for address in self.addresses:
             port = self.reactor.listenTCP(address.port, factory, interface=address.host)
             self.ports.append(port)
-            bound = port.getHost()
             log.info(
-                "Listening for SIP over TLS on {address} (port {port}).",
-                address=str(address),
-                port=bound.port,
+                "Listening for SIP over TLS on {address}.",
+                address=str(ListenAddress(address.host, port.getHost().port)),
             )
+        self.started_at = self.reactor.seconds()
         self.sweeper.start()
+        self._install_sighup()
 
     def stopService(self) -> Any:
         self.sweeper.stop()
+        if self._previous_sighup is not None:
+            signal.signal(signal.SIGHUP, self._previous_sighup)
+            self._previous_sighup = None
         ports, self.ports = self.ports, []
         for port in ports:
             port.stopListening()
         return super().stopService()
+
+    def _install_sighup(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        from twisted.internet import reactor as global_reactor
+
+        if self.reactor is not global_reactor:
+            return
+
+        def on_sighup(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._reload_on_signal)
+
+        self._previous_sighup = signal.signal(signal.SIGHUP, on_sighup)
+
+    def _reload_on_signal(self) -> None:
+        try:
+            self.reload()
+        except ConfigError as error:
+            log.error(
+                "Reload on SIGHUP refused, generation {generation} stays: {error}",
+                generation=self.generation.number,
+                error=str(error),
+            )
