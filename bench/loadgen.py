@@ -18,14 +18,14 @@ from __future__ import annotations
 import errno
 import os
 import re
+import resource
 import selectors
 import socket
 import ssl
 import subprocess
 import time
-import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from bench import procstat
 
@@ -108,9 +108,7 @@ class ResponseReader:
                 break
             status = _STATUS.match(head)
             cseq = _CSEQ.search(head)
-            out.append(
-                (int(status.group(1)) if status else 0, int(cseq.group(1)) if cseq else -1)
-            )
+            out.append((int(status.group(1)) if status else 0, int(cseq.group(1)) if cseq else -1))
             start = stop
         self.buffer = buf[start:]
         return out
@@ -300,7 +298,7 @@ def _open(
             pending += 1
         if time.monotonic() > deadline:
             raise ScenarioError(f"only {len(done)} of {count} TLS connections were set up in time")
-        for key, events in sel.select(0.5):
+        for key, _events in sel.select(0.5):
             conn: Conn = key.data
             if not conn.ready:
                 try:

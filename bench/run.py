@@ -74,8 +74,20 @@ TARGETS = [
     ("Trunk >= 2x Kamailio msgs/CPU-s", "trunk", "msgs_per_server_cpu_s", "ratio>=", 2.0),
     ("Crowd >= 1x Kamailio msgs/CPU-s", "crowd", "msgs_per_server_cpu_s", "ratio>=", 1.0),
     ("Crowd p99 <= 1.5x Kamailio", "crowd", "p99_ms", "ratio<=", 1.5),
-    ("Handshakes >= 1.5x Kamailio/CPU-s (py)", "handshakes", "handshakes_per_server_cpu_s", "ratio>=", 1.5),
-    ("Handshakes >= 1.5x Kamailio/CPU-s (s_time)", "s_time", "handshakes_per_server_cpu_s", "ratio>=", 1.5),
+    (
+        "Handshakes >= 1.5x Kamailio/CPU-s (py)",
+        "handshakes",
+        "handshakes_per_server_cpu_s",
+        "ratio>=",
+        1.5,
+    ),
+    (
+        "Handshakes >= 1.5x Kamailio/CPU-s (s_time)",
+        "s_time",
+        "handshakes_per_server_cpu_s",
+        "ratio>=",
+        1.5,
+    ),
     ("Idle <= 24 KiB/conn", "idle", "kib_per_conn_large", "abs<=", 24.0),
 ]
 
@@ -115,10 +127,25 @@ def make_certificate(directory: Path, key_type: str) -> tuple[Path, Path]:
     else:
         newkey = ["-newkey", "rsa:2048"]
     subprocess.run(
-        ["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=bench.test",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:bench.test",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            *newkey,
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench.test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:bench.test",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -130,9 +157,7 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def run_scenario(
-    name: str, server: servers.Server, sizes: dict, openssl: str
-) -> dict[str, object]:
+def run_scenario(name: str, server: servers.Server, sizes: dict, openssl: str) -> dict[str, object]:
     addr = ("127.0.0.1", server.port)
     meter = loadgen.Meter(server.pid)
     if name == "trunk":
@@ -205,7 +230,9 @@ def table(results: dict[str, dict], names: list[str]) -> str:
             row += f"{fmt(_ratio(results, scenario, key, 'siptls')):>12}"
         lines.append(row)
     for n in cols:
-        bad = [s for s, r in results[n].items() if isinstance(r, dict) and not r.get("all_ok", True)]
+        bad = [
+            s for s, r in results[n].items() if isinstance(r, dict) and not r.get("all_ok", True)
+        ]
         if bad:
             lines.append(f"WARNING: {n}: wrong or missing responses in {', '.join(bad)}")
         errors = results[n].get("errors")
@@ -232,7 +259,11 @@ def targets(results: dict[str, dict]) -> tuple[str, dict]:
     for name in ("siptls", "standin"):
         if name not in results:
             continue
-        title = "siptls targets" if name == "siptls" else "the same targets for the stand-in (reference only)"
+        title = (
+            "siptls targets"
+            if name == "siptls"
+            else "the same targets for the stand-in (reference only)"
+        )
         lines.append(title + ":")
         verdicts[name] = {}
         for label, scenario, key, how, bound in TARGETS:
@@ -242,7 +273,11 @@ def targets(results: dict[str, dict]) -> tuple[str, dict]:
                 shown = f"{fmt(value)} KiB"
             else:
                 value = _ratio(results, scenario, key, name)
-                ok = None if value is None else (value >= bound if how == "ratio>=" else value <= bound)
+                ok = (
+                    None
+                    if value is None
+                    else (value >= bound if how == "ratio>=" else value <= bound)
+                )
                 shown = "-" if value is None else f"{value:.2f}x"
             verdict = "n/a" if ok is None else ("PASS" if ok else "FAIL")
             verdicts[name][label] = {"value": value, "verdict": verdict}
@@ -292,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"SKIP {name}: {e}")
                     break
                 try:
-                    print(f"{name} run {run + 1}/{args.runs} (pid {server.pid}, port {server.port})")
+                    print(
+                        f"{name} run {run + 1}/{args.runs} (pid {server.pid}, port {server.port})"
+                    )
                     for scenario in wanted:
                         time.sleep(0.2)
                         try:
@@ -347,8 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     (out_dir / "crowd-latencies.json").write_text(json.dumps(latencies))
-    print(plot.plot_or_explain(out_dir / "crowd-latencies.json", out_dir / "crowd-latency.png",
-                               args.plot_python))
+    print(
+        plot.plot_or_explain(
+            out_dir / "crowd-latencies.json", out_dir / "crowd-latency.png", args.plot_python
+        )
+    )
     print(f"written: {out_dir}/results.txt, results.json, crowd-latencies.json")
     return 0 if results else 1
 
@@ -358,11 +398,15 @@ def _brief(scenario: str, r: dict) -> str:
     gen = f"gen CPU {r.get('generator_cpu_share', 0):.0%}"
     if scenario in ("trunk", "crowd"):
         extra = f", p99 {r['p99_ms']:.2f} ms" if scenario == "crowd" else ""
-        return (f"{r['responses_ok']} ok, {r['msgs_per_s']:,.0f}/s, "
-                f"{r['msgs_per_server_cpu_s']:,.0f}/server-CPU-s{extra}, {gen}{ok}")
+        return (
+            f"{r['responses_ok']} ok, {r['msgs_per_s']:,.0f}/s, "
+            f"{r['msgs_per_server_cpu_s']:,.0f}/server-CPU-s{extra}, {gen}{ok}"
+        )
     if scenario in ("handshakes", "s_time"):
-        return (f"{r['handshakes_per_s']:,.0f}/s, {r['handshakes_per_server_cpu_s']:,.0f}"
-                f"/server-CPU-s, {gen}{ok}")
+        return (
+            f"{r['handshakes_per_s']:,.0f}/s, {r['handshakes_per_server_cpu_s']:,.0f}"
+            f"/server-CPU-s, {gen}{ok}"
+        )
     steps = [k for k in r if k.startswith("kib_per_conn_") and k[13:].isdigit()]
     return ", ".join(f"{k[13:]} conns: {r[k]:.1f} KiB/conn" for k in steps) + ok
 

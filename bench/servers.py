@@ -182,7 +182,9 @@ def build(name: str, opts: Options, workdir: Path, cert: Path, key: Path) -> Ser
     port = free_port()
     if name == "kamailio":
         if not opts.kamailio or not shutil.which(opts.kamailio):
-            raise ServerUnavailable("kamailio is not installed (apt-get install kamailio kamailio-tls-modules)")
+            raise ServerUnavailable(
+                "kamailio is not installed (apt-get install kamailio kamailio-tls-modules)"
+            )
         tls_cfg = workdir / "kamailio-tls.cfg"
         tls_cfg.write_text(KAMAILIO_TLS_CFG.format(cert=cert, key=key))
         cfg = workdir / "kamailio.cfg"
@@ -194,12 +196,28 @@ def build(name: str, opts: Options, workdir: Path, cert: Path, key: Path) -> Ser
                 open_files=_nofile(),
             )
         )
-        argv = [opts.kamailio, "-f", str(cfg), "-DD", "-E", "-m", str(opts.kamailio_shm_mb), "-M", "16"]
+        argv = [
+            opts.kamailio,
+            "-f",
+            str(cfg),
+            "-DD",
+            "-E",
+            "-m",
+            str(opts.kamailio_shm_mb),
+            "-M",
+            "16",
+        ]
         return Server(name, argv, workdir, port)
     if name == "standin":
         argv = [
-            opts.standin_python, str(HERE / "standin.py"), "--port", str(port),
-            "--certificate", str(cert), "--private-key", str(key),
+            opts.standin_python,
+            str(HERE / "standin.py"),
+            "--port",
+            str(port),
+            "--certificate",
+            str(cert),
+            "--private-key",
+            str(key),
         ]
         return Server(name, argv, workdir, port)
     if name == "siptls":
@@ -208,11 +226,11 @@ def build(name: str, opts: Options, workdir: Path, cert: Path, key: Path) -> Ser
         )
         argv = shlex.split(command)
         if not shutil.which(argv[0]):
-            raise ServerUnavailable(f"siptls: {argv[0]!r} not found (pass --twistd or --siptls-cmd)")
-        if "{twistd}" in opts.siptls_cmd:
-            check = subprocess.run(
-                [argv[0], "siptls", "--help"], capture_output=True, timeout=60
+            raise ServerUnavailable(
+                f"siptls: {argv[0]!r} not found (pass --twistd or --siptls-cmd)"
             )
+        if "{twistd}" in opts.siptls_cmd:
+            check = subprocess.run([argv[0], "siptls", "--help"], capture_output=True, timeout=60)
             if check.returncode != 0:
                 raise ServerUnavailable(
                     f"siptls: {argv[0]} has no 'siptls' plugin (is siptls installed in that "

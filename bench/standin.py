@@ -44,8 +44,12 @@ class OptionsResponder(protocol.Protocol):
             if len(self.buffer) < end + 4 + length:
                 break
             self.buffer = self.buffer[end + 4 + length :]
-            status = self.factory.status if head[0].startswith(b"OPTIONS ") else b"501 Not Implemented"
-            replies.append(b"\r\n".join([b"SIP/2.0 " + status, *kept, b"Content-Length: 0", b"", b""]))
+            status = (
+                self.factory.status if head[0].startswith(b"OPTIONS ") else b"501 Not Implemented"
+            )
+            replies.append(
+                b"\r\n".join([b"SIP/2.0 " + status, *kept, b"Content-Length: 0", b"", b""])
+            )
         if replies:
             self.transport.write(b"".join(replies))
 
