@@ -549,13 +549,16 @@ def idle(
     steps: tuple[int, ...] = (1000, 10000),
     settle: float = 1.0,
     seconds: float = 120.0,
+    parallel: int = 64,
     memory: Callable[[], int] | None = None,
     ctx: ssl.SSLContext | None = None,
 ) -> dict[str, object]:
     """Hold ``steps`` established connections (each answered one OPTIONS); memory per connection.
 
-    ``memory`` returns the server's memory in KiB (defaults to the PSS of the
-    meter's process tree).
+    Connections are brought up ``parallel`` at a time, each through handshake,
+    one OPTIONS and its 200, then left idle (still watched, so a server that
+    drops idle connections is noticed).  ``memory`` returns the server's
+    memory in KiB (defaults to the PSS of the meter's process tree).
     """
     ctx = ctx or client_context()
     if memory is None:
@@ -565,30 +568,59 @@ def idle(
     maker = RequestMaker(addr[0], addr[1], f"i{os.getpid()}")
     tally = Tally()
     deadline = time.monotonic() + seconds
-    conns: list[Conn] = []
+    started = 0
+    serial = 0
+    busy = 0
+    parked: list[Conn] = []
     time.sleep(settle)
     base = memory()
-    out: dict[str, object] = {"base_kib": base}
+    out: dict[str, object] = {"base_kib": base, "parallel": parallel}
     try:
         for target in steps:
-            fresh = _open(ctx, addr, sel, target - len(conns), deadline)
-            for conn in fresh:
-                tally.outstanding.add(len(conns) + 1)
-                conn.send(maker.make(conn.local_port, len(conns) + 1))
-                conns.append(conn)
-            while tally.outstanding:
+            while len(parked) < target:
+                while started < target and busy < parallel:
+                    Conn(ctx, addr, sel)
+                    started += 1
+                    busy += 1
                 if time.monotonic() > deadline:
-                    raise ScenarioError(f"{len(tally.outstanding)} OPTIONS unanswered at {target}")
+                    raise ScenarioError(
+                        f"only {len(parked)} of {target} idle connections were up in time"
+                    )
                 for key, events in sel.select(0.5):
-                    for status, cseq in key.data.on_event(events):
-                        tally.check(status, cseq)
+                    conn: Conn = key.data
+                    try:
+                        if not conn.ready:
+                            if conn.handshake():
+                                serial += 1
+                                tally.outstanding.add(serial)
+                                conn.send(maker.make(conn.local_port, serial))
+                            continue
+                        for status, cseq in conn.on_event(events):
+                            if tally.check(status, cseq):
+                                parked.append(conn)
+                                busy -= 1
+                    except (ConnectionClosed, OSError, ssl.SSLError) as e:
+                        raise ScenarioError(
+                            f"a connection failed or was closed by the server ({e!r}) "
+                            f"with {len(parked)} idle connections open"
+                        ) from e
             time.sleep(settle)
+            # A server that dropped idle connections shows up as readable EOFs.
+            for key, events in sel.select(0):
+                try:
+                    key.data.on_event(events)
+                except (ConnectionClosed, OSError, ssl.SSLError) as e:
+                    raise ScenarioError(
+                        f"the server closed an idle connection ({e!r}) with {len(parked)} open"
+                    ) from e
             now = memory()
             out[f"kib_{target}"] = now
             out[f"kib_per_conn_{target}"] = (now - base) / target
     finally:
-        for conn in conns:
+        for conn in parked:
             conn.close()
+        for key in list(sel.get_map().values()):
+            key.data.close()
         sel.close()
     out.update(tally.figures())
     return out

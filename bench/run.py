@@ -115,6 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="/work/venv-bench/bin/python",
         help="python with matplotlib, used when this one has none",
     )
+    p.add_argument(
+        "--keep-workdir", action="store_true", help="keep the temp dir (configs, server logs)"
+    )
     p.add_argument("--idle-steps", default=None, help="e.g. 1000,10000 (default by mode)")
     return p.parse_args(argv)
 
@@ -312,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     latencies: dict[str, list[float]] = {}
     skipped: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="siptls-bench-") as tmp:
-        workdir = Path(tmp)
+    workdir = Path(tempfile.mkdtemp(prefix="siptls-bench-"))
+    try:
         cert, key = make_certificate(workdir, args.key_type)
         for name in names:
             runs: dict[str, list[dict]] = {s: [] for s in wanted}
@@ -334,7 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(0.2)
                         try:
                             r = run_scenario(scenario, server, sizes[scenario], args.openssl)
-                        except (loadgen.ScenarioError, OSError, subprocess.SubprocessError) as e:
+                        except (
+                            loadgen.ScenarioError,
+                            loadgen.ConnectionClosed,
+                            OSError,
+                            subprocess.SubprocessError,
+                        ) as e:
                             errors[scenario] = str(e)
                             print(f"  {scenario}: FAILED: {e}")
                             continue
@@ -353,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
             }
             if errors:
                 results[name]["errors"] = errors
+    finally:
+        if args.keep_workdir:
+            print(f"kept certificate, configs and server logs in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     text = table(results, names)
     target_text, verdicts = targets(results)
     report = "\n".join(
