@@ -102,6 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="P-256 or RSA 2048")
     p.add_argument("--twistd", default=servers.default_twistd(), help="twistd that has siptls")
     p.add_argument(
+        "--siptls-python",
+        default=None,
+        help="python of a venv with siptls installed; uses the twistd next to it",
+    )
+    p.add_argument(
         "--siptls-cmd",
         default=servers.SIPTLS_TEMPLATE,
         help="command line for siptls; {twistd} {port} {cert} {key} are filled in",
@@ -225,11 +230,11 @@ def table(results: dict[str, dict], names: list[str]) -> str:
     if has_ratio:
         header += f"{'siptls/kam':>12}"
     lines = [header, "-" * len(header)]
-    for scenario, key, label, _ in FIGURES:
+    for scenario, key, label, better in FIGURES:
         row = f"{label:38}"
         for n in cols:
             row += f"{fmt(results[n].get(scenario, {}).get(key)):>12}"
-        if has_ratio:
+        if has_ratio and better is not None:
             row += f"{fmt(_ratio(results, scenario, key, 'siptls')):>12}"
         lines.append(row)
     for n in cols:
@@ -304,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted.remove("s_time")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.siptls_python:
+        args.twistd = str(Path(args.siptls_python).with_name("twistd"))
     opts = servers.Options(
         kamailio=args.kamailio,
         twistd=args.twistd,
