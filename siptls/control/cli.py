@@ -22,11 +22,13 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any, NoReturn
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IReactorCore
 from twisted.internet.task import react
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 from siptls.control.commands import TLSInfo, TLSKill, TLSList, TLSOptions, TLSReload
 from siptls.control.server import default_control_path
@@ -348,6 +350,18 @@ async def execute(proto: amp.AMP, args: argparse.Namespace, out: IO[str], err: I
     return EXIT_OK
 
 
+class _ClientAMP(amp.AMP):
+    """AMP that lets the client wait until its connection has really closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        super().connectionLost(reason)
+        self.closed.callback(None)
+
+
 def _endpoint_path(path: str) -> str:
     # clientFromString splits on ':' and treats '\' as an escape.
     return path.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
@@ -357,7 +371,7 @@ async def run(reactor: IReactorCore, args: argparse.Namespace, out: IO[str], err
     """Connect to ``args.control``, run the command, disconnect; the exit status."""
     endpoint = clientFromString(reactor, f"unix:path={_endpoint_path(args.control)}:timeout=5")
     try:
-        proto = await connectProtocol(endpoint, amp.AMP())
+        proto = await connectProtocol(endpoint, _ClientAMP())
     except ConnectError:
         err.write(
             f"{PROG}: cannot reach the siptls control socket at {args.control} "
@@ -369,6 +383,7 @@ async def run(reactor: IReactorCore, args: argparse.Namespace, out: IO[str], err
     finally:
         if proto.transport is not None:
             proto.transport.loseConnection()
+            await proto.closed
 
 
 async def _react_main(reactor: IReactorCore, args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ server's message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from twisted.protocols import amp
@@ -28,6 +28,7 @@ from siptls.errors import ConfigError, ControlError, UnknownConnectionError
 __all__ = [
     "CONNECTION_ENTRY",
     "DOMAIN_ENTRY",
+    "EncodedAmpList",
     "MAX_LIST_LIMIT",
     "NAME_VALUE_LIST",
     "PAGE_BYTES",
@@ -64,24 +65,42 @@ def clip(text: str, limit: int = TEXT_LIMIT) -> str:
     return text[: limit - 1] + "\u2026"
 
 
+class EncodedAmpList(amp.AmpList):
+    """An `amp.AmpList` whose entries may also be given already encoded.
+
+    `fit_page` encodes entries to measure them; passing those bytes on saves
+    encoding every entry twice.  Decoding is `amp.AmpList`'s.
+    """
+
+    def toStringProto(self, inObject: Iterable[Mapping[str, Any] | bytes], proto: Any) -> bytes:
+        return b"".join(
+            entry if isinstance(entry, bytes) else amp.AmpList.toStringProto(self, [entry], proto)
+            for entry in inObject
+        )
+
+
 def fit_page(
-    argument: amp.AmpList, entries: Sequence[Mapping[str, Any]], budget: int = PAGE_BYTES
-) -> int:
-    """How many leading ``entries`` fit in one value of ``argument`` within ``budget`` bytes.
+    argument: amp.AmpList, entries: Iterable[Mapping[str, Any]], budget: int = PAGE_BYTES
+) -> list[bytes]:
+    """The encodings of the leading ``entries`` that together fit in ``budget`` bytes.
 
     An `amp.AmpList` value is the concatenation of its entries' encoded
-    boxes, so the size of a prefix is the sum of the entries' sizes.
+    boxes, so the size of a prefix is the sum of the entries' sizes.  Entries
+    are taken from ``entries`` only as far as needed.
     """
+    encoded: list[bytes] = []
     used = 0
-    for count, entry in enumerate(entries):
-        used += len(argument.toStringProto([entry], None))
+    for entry in entries:
+        data = amp.AmpList.toStringProto(argument, [entry], None)
+        used += len(data)
         if used > budget:
-            return count
-    return len(entries)
+            break
+        encoded.append(data)
+    return encoded
 
 
 # Every field of `siptls.registry.ConnectionRecord`, with the address tuples split.
-CONNECTION_ENTRY = amp.AmpList(
+CONNECTION_ENTRY = EncodedAmpList(
     [
         (b"id", amp.Integer()),
         (b"direction", amp.Unicode()),
@@ -115,11 +134,11 @@ CONNECTION_ENTRY = amp.AmpList(
 _NAME_VALUE = [(b"name", amp.Unicode()), (b"value", amp.Unicode())]
 
 #: A list of name/value text pairs (the global options).
-NAME_VALUE_LIST = amp.AmpList(_NAME_VALUE)
+NAME_VALUE_LIST = EncodedAmpList(_NAME_VALUE)
 
 # One TLS domain: its name (e.g. "TLSs<default>") and its effective settings
 # as name/value text, so new settings need no change to the wire format.
-DOMAIN_ENTRY = amp.AmpList([(b"domain", amp.Unicode()), (b"settings", amp.AmpList(_NAME_VALUE))])
+DOMAIN_ENTRY = EncodedAmpList([(b"domain", amp.Unicode()), (b"settings", amp.AmpList(_NAME_VALUE))])
 
 
 class TLSInfo(amp.Command):

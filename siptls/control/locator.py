@@ -129,20 +129,17 @@ class ControlLocator(amp.CommandLocator):
         records, total = self._registry.query(
             offset=offset, limit=limit, peer=peer, domain=domain, sni=sni, after=after
         )
-        entries = [connection_entry(r) for r in records]
-        count = fit_page(CONNECTION_ENTRY, entries, PAGE_BYTES)
-        if count == 0 and entries:
-            raise ControlError(
-                f"TLS connection {entries[0]['id']} does not fit in one control reply."
-            )
-        page = entries[:count]
+        page = fit_page(CONNECTION_ENTRY, (connection_entry(r) for r in records), PAGE_BYTES)
+        if not page and records:
+            raise ControlError(f"TLS connection {records[0].id} does not fit in one control reply.")
+        count = len(page)
         more = offset + count < total
         return {
             "connections": page,
             "total": total,
             "more": more,
             "next_offset": offset + count if more else None,
-            "last_id": page[-1]["id"] if page else None,
+            "last_id": records[count - 1].id if count else None,
         }
 
     @TLSOptions.responder
@@ -152,25 +149,24 @@ class ControlLocator(amp.CommandLocator):
             raise ControlError(f"domain_offset must not be negative (got {start}).")
         global_pairs, domains = self._target.options()
         globals_ = [{"name": clip(str(n)), "value": _text(v)} for n, v in global_pairs]
-        if fit_page(NAME_VALUE_LIST, globals_, PAGE_BYTES) < len(globals_):
+        if len(fit_page(NAME_VALUE_LIST, globals_, PAGE_BYTES)) < len(globals_):
             raise ControlError("The global TLS options do not fit in one control reply.")
-        entries = [
+        entries = (
             {
                 "domain": clip(str(name)),
                 "settings": [{"name": clip(str(n)), "value": _text(v)} for n, v in settings],
             }
             for name, settings in domains[start:]
-        ]
-        count = fit_page(DOMAIN_ENTRY, entries, PAGE_BYTES)
-        if count == 0 and entries:
+        )
+        page = fit_page(DOMAIN_ENTRY, entries, PAGE_BYTES)
+        if not page and start < len(domains):
             raise ControlError(
-                f"The settings of TLS domain {entries[0]['domain']} do not fit "
-                "in one control reply."
+                f"The settings of TLS domain {domains[start][0]} do not fit in one control reply."
             )
-        following = start + count
+        following = start + len(page)
         return {
             "globals": globals_,
-            "domains": entries[:count],
+            "domains": page,
             "domain_total": len(domains),
             "next_domain_offset": following if following < len(domains) else None,
         }

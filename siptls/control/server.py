@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorUNIX
 from twisted.internet.protocol import Factory
@@ -74,11 +74,12 @@ def default_control_path(
 
 
 class _ControlProtocol(amp.AMP):
-    """AMP with the service told about connects and disconnects (to close them on stop)."""
+    """AMP that tells the service of connects and disconnects (to close them on stop)."""
 
     def __init__(self, service: ControlService, locator: amp.CommandLocator) -> None:
         super().__init__(locator=locator)
         self._service = service
+        self.closed: Deferred[None] = Deferred()
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -87,6 +88,7 @@ class _ControlProtocol(amp.AMP):
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._service._clients.discard(self)
         super().connectionLost(reason)
+        self.closed.callback(None)
 
 
 class _ControlFactory(Factory):
@@ -144,15 +146,16 @@ class ControlService(Service):
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
+        waiting: list[Deferred[Any]] = []
         for client in list(self._clients):
+            waiting.append(client.closed)
             if client.transport is not None:
                 client.transport.loseConnection()
         port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        d: Deferred[Any] = maybeDeferred(port.stopListening)
-        d.addBoth(self._remove_socket)
-        return d
+        if port is not None:
+            stopped: Deferred[Any] = maybeDeferred(port.stopListening)
+            waiting.append(stopped.addBoth(self._remove_socket))
+        return gatherResults(waiting).addCallback(lambda _: None)
 
     def _remove_socket(self, result: object) -> object:
         # The listening port normally unlinks its path; make sure, but never
