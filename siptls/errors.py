@@ -91,3 +91,26 @@ class ResolutionError(SIPTLSError):
     def __init__(self, message: str, name: str | None = None) -> None:
         super().__init__(message)
         self.name = name
+
+
+class UnknownConnectionError(ControlError):
+    """A control command named a connection id that the registry does not hold.
+
+    ``connection_id`` is the id asked for when it is known; over AMP only the
+    message travels, so on the client side it is ``None``.
+    """
+
+    def __init__(self, message: str, connection_id: int | None = None) -> None:
+        super().__init__(message)
+        self.connection_id = connection_id
+
+
+class ControlSocketError(ControlError):
+    """The control socket cannot be set up or reached.
+
+    ``path`` is the socket's file system path when it is known.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path

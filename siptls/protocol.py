@@ -195,6 +195,11 @@ class SIPTLSProtocol(Protocol):
             return
         generation = getattr(transport, "generation", None)
         number = generation.number if generation is not None else 0
+        lower = getattr(transport, "lowerTransport", None)
+        if lower is not None and hasattr(lower, "setTcpNoDelay"):
+            # SIP messages are small and answered at once: Nagle plus delayed
+            # ACKs would add tens of milliseconds to every exchange.
+            lower.setTcpNoDelay(True)
         self.record = registry.open(self.direction, local, remote, self, number)
         transport.registerProducer(self, True)
         self._producing = True
@@ -298,7 +303,8 @@ class SIPTLSProtocol(Protocol):
             return
         why = self._closing_reason or _describe_loss(reason)
         registry = self.factory.registry
-        if record.state == "handshaking":
+        established = self.tls is not None
+        if not established:
             registry.handshake_failed(record, why)
             log.info(
                 "TLS handshake with {peer} failed: {reason}.",
@@ -317,9 +323,8 @@ class SIPTLSProtocol(Protocol):
                 messages_out=record.messages_out,
             )
         registry.close(record)
-        if record.state != "handshaking":
+        if established:
             self.factory.application.connectionClosed(self, why)
-        record.state = "closed"
 
     # -- IPushProducer: the TCP buffer filled or drained -------------------
 

@@ -165,7 +165,7 @@ class ProtocolTests(SynchronousTestCase):
         self.connect(peer=("127.0.0.1", 40001))
         refused, _, _, _ = self.connect(peer=("127.0.0.1", 40002))
         self.assertIsNotNone(refused.lost)
-        self.assertEqual(self.server.registry.refused_count, 1)
+        self.assertEqual(self.server.registry.refused_total, 1)
 
     def test_handshake_timeout(self) -> None:
         """A peer that never finishes the handshake is closed after handshake_timeout."""

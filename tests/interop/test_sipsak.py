@@ -29,4 +29,4 @@ class SipsakTests(ServerTestCase):
         text = (out + err).decode("latin-1")
         self.assertEqual(code, 0, text)
         self.assertIn("200 OK", text)
-        self.assertEqual(service.registry.refused_count, 0)
+        self.assertEqual(service.registry.refused_total, 0)

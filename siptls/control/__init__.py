@@ -1,0 +1,1 @@
+"""The control channel: AMP commands, the responder locator, the socket service, the CLI."""
