@@ -24,10 +24,12 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import attrs
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
 
 from siptls.application import OptionsResponder
 from siptls.config import TLSConfig
@@ -41,7 +43,7 @@ from siptls.contexts import (
 )
 from siptls.errors import ConfigError
 from siptls.generation import ConfigLoader, LoadResult
-from siptls.interfaces import ISIPApplication
+from siptls.interfaces import IControlTarget, ISIPApplication
 from siptls.listen import DEFAULT_LISTEN, ListenAddress, parse_listen
 from siptls.protocol import ConnectionLimits, ConnectionSweeper, SIPTLSFactory
 from siptls.registry import ConnectionRegistry
@@ -77,7 +79,11 @@ def limits_for(config: TLSConfig) -> ConnectionLimits:
 
 
 class SIPTLSService(MultiService):
-    """Listens for SIP over TLS on each address and serves ``application``."""
+    """Listens for SIP over TLS on each address and serves ``application``.
+
+    With ``control_path`` it also serves the control channel (``siptls-ctl``)
+    on that UNIX socket.
+    """
 
     def __init__(
         self,
@@ -87,6 +93,7 @@ class SIPTLSService(MultiService):
         *,
         workdir: str | None = None,
         reactor: Any = None,
+        control_path: str | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -112,6 +119,16 @@ class SIPTLSService(MultiService):
         self.ports: list[IListeningPort] = []
         self.started_at: float | None = None
         self._previous_sighup: Any = None
+        self.control: Any = None
+        if control_path is not None:
+            from siptls.control.locator import ControlLocator
+            from siptls.control.server import ControlService
+
+            target = ServiceControl(self)
+            self.control = ControlService(
+                control_path, lambda: ControlLocator(self.registry, target), reactor
+            )
+            self.control.setServiceParent(self)
 
     @property
     def generation(self) -> ContextGeneration:
@@ -145,7 +162,15 @@ class SIPTLSService(MultiService):
         running generation untouched, if anything in the new one is wrong.
         """
         number = self.generation.number + 1
-        result = self.loader.load(number)
+        try:
+            result = self.loader.load(number)
+        except ConfigError as error:
+            log.error(
+                "Reload refused, generation {generation} stays in use: {error}",
+                generation=self.generation.number,
+                error=str(error),
+            )
+            raise
         self.current = result
         self.creator.swap(result.generation)
         for note in result.loaded.warnings:
@@ -203,11 +228,84 @@ class SIPTLSService(MultiService):
         self._previous_sighup = signal.signal(signal.SIGHUP, on_sighup)
 
     def _reload_on_signal(self) -> None:
+        log.info("SIGHUP: reloading the TLS configuration.")
         try:
             self.reload()
-        except ConfigError as error:
-            log.error(
-                "Reload on SIGHUP refused, generation {generation} stays: {error}",
-                generation=self.generation.number,
-                error=str(error),
-            )
+        except ConfigError:
+            pass  # reload() logged why; the running generation stays.
+
+
+@implementer(IControlTarget)
+class ServiceControl:
+    """The running :class:`SIPTLSService` as the control channel sees it."""
+
+    def __init__(self, service: SIPTLSService) -> None:
+        self.service = service
+
+    def generation(self) -> int:
+        return self.service.generation.number
+
+    def uptime(self) -> float:
+        started = self.service.started_at
+        if started is None:
+            return 0.0
+        return float(self.service.reactor.seconds() - started)
+
+    def options(self) -> tuple[list[tuple[str, object]], list[tuple[str, list[tuple[str, object]]]]]:
+        """Every effective module parameter, and each domain's effective settings."""
+        config = self.service.config
+        hidden = {"domains", "params", "config_files"}
+        globals_ = [
+            (field.name, getattr(config, field.name))
+            for field in attrs.fields(type(config))
+            if field.name not in hidden
+        ]
+        globals_.append(("listen", " ".join(str(a) for a in self.service.addresses)))
+        globals_.append(("generation", self.service.generation.number))
+        domains = []
+        for domain_context in self.service.generation.domains:
+            domains.append((domain_context.name, _domain_options(domain_context)))
+        return globals_, domains
+
+    def reload(self) -> int:
+        return self.service.reload()
+
+
+def _domain_options(domain: DomainContext) -> list[tuple[str, object]]:
+    settings = domain.settings
+    record = domain.record
+    method = getattr(record, "method", None)
+    verify = getattr(record, "verify_client", None)
+    entries: list[tuple[str, object]] = [
+        ("section", settings.section),
+        ("defined_at", _origin(record)),
+        ("method", method),
+        ("min_version", settings.min_version),
+        ("max_version", settings.max_version),
+        ("certificate", settings.certificate),
+        ("private_key", settings.private_key),
+        ("ca_list", settings.ca_list),
+        ("ca_path", settings.ca_path),
+        ("crl", settings.crl),
+        ("verify_client", verify),
+        ("verify_peer", settings.verify_peer),
+        ("require_peer_certificate", settings.require_peer_certificate),
+        ("accept_unknown_ca", settings.accept_unknown_ca),
+        ("verify_depth", settings.verify_depth),
+        ("cipher_list", settings.cipher_list),
+        ("server_name", getattr(record, "server_name", None)),
+        ("server_name_mode", getattr(record, "server_name_mode", None)),
+        ("server_id", getattr(record, "server_id", None)),
+    ]
+    if domain.certificate is not None:
+        entries.append(("certificate_subject", domain.certificate.subject))
+        entries.append(("certificate_not_after", domain.certificate.not_after.isoformat()))
+    return entries
+
+
+def _origin(record: Any) -> str | None:
+    source = getattr(record, "source", None)
+    if source is None:
+        return None
+    line = getattr(record, "line", None)
+    return f"{source}:{line}" if line is not None else str(source)

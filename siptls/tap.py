@@ -12,6 +12,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from siptls.control.server import default_control_path
 from siptls.errors import ConfigError
 from siptls.listen import DEFAULT_LISTEN, parse_listen
 from siptls.service import SIPTLSService
@@ -33,7 +34,16 @@ class Options(usage.Options):
         ["certificate", "c", None, "PEM certificate chain (module parameter 'certificate')."],
         ["private-key", "k", None, "PEM private key (module parameter 'private_key')."],
         ["config", None, None, "tls.cfg file or directory (module parameter 'config')."],
+        [
+            "control",
+            None,
+            None,
+            "UNIX socket for siptls-ctl (default: $SIPTLS_CONTROL_SOCKET, "
+            "$XDG_RUNTIME_DIR/siptls/control.sock, /run/siptls/control.sock for root, "
+            "else ~/.siptls/control.sock).",
+        ],
     ]
+    optFlags = [["no-control", None, "Do not serve the control socket."]]
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,7 +75,10 @@ class Options(usage.Options):
                 params[name] = self[option]
         try:
             addresses = [parse_listen(v) for v in self["listen"] or [DEFAULT_LISTEN]]
-            self.service = SIPTLSService(addresses, params)
+            control = None
+            if not self["no-control"]:
+                control = self["control"] or default_control_path()
+            self.service = SIPTLSService(addresses, params, control_path=control)
         except ConfigError as error:
             sys.stderr.write(f"siptls: {error}\n")
             raise SystemExit(1) from None
