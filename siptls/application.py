@@ -31,13 +31,16 @@ class OptionsResponder:
     supported = b""
 
     def __init__(self) -> None:
-        self._options_headers = (
-            (b"Allow", self.allow),
-            (b"Accept", self.accept),
-            (b"Supported", self.supported),
-            (b"Server", _SERVER),
+        # Rendered once: every OPTIONS gets the same lines.
+        self._options_headers = b"\r\n".join(
+            [
+                b"Allow: " + self.allow,
+                b"Accept: " + self.accept,
+                b"Supported: " + self.supported,
+                b"Server: " + _SERVER,
+            ]
         )
-        self._not_implemented_headers = ((b"Allow", self.allow), (b"Server", _SERVER))
+        self._not_implemented_headers = b"Allow: " + self.allow + b"\r\nServer: " + _SERVER
 
     def requestReceived(self, request: Request, connection: ISIPConnection) -> None:
         method = request.method

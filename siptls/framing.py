@@ -36,12 +36,16 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_HEADER_SIZE",
     "NEED_DATA",
+    "COMPACT_FORMS",
     "FramingError",
+    "HeaderLineError",
     "Message",
     "NeedData",
     "Ping",
     "Pong",
     "SIPFramer",
+    "canonical_name",
+    "split_header_block",
 ]
 
 DEFAULT_MAX_HEADER_SIZE: Final = 64 * 1024
@@ -110,13 +114,24 @@ class Message:
 
     ``head`` holds the start line and the header fields without the empty
     line that ends them; ``body`` is exactly ``Content-Length`` octets.
+    ``fields`` is the header block already split into ``(name, value)``
+    pairs (see :func:`split_header_block`), or ``None`` when a line could
+    not be split; the parser then reports what is wrong with it.
     """
 
-    __slots__ = ("head", "body")
+    __slots__ = ("head", "body", "start", "fields")
 
-    def __init__(self, head: bytes, body: bytes) -> None:
+    def __init__(
+        self,
+        head: bytes,
+        body: bytes,
+        start: bytes | None = None,
+        fields: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self.head = head
         self.body = body
+        self.start = start
+        self.fields = fields
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Message) and (self.head, self.body) == (other.head, other.body)
@@ -126,6 +141,87 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message(head={self.head!r}, body={self.body!r})"
+
+
+COMPACT_FORMS: Final[dict[bytes, bytes]] = {
+    b"v": b"via",
+    b"f": b"from",
+    b"t": b"to",
+    b"i": b"call-id",
+    b"m": b"contact",
+    b"l": b"content-length",
+    b"c": b"content-type",
+    b"k": b"supported",
+    b"s": b"subject",
+    b"e": b"content-encoding",
+    b"o": b"event",
+    b"r": b"refer-to",
+    b"b": b"referred-by",
+    b"u": b"allow-events",
+    b"x": b"session-expires",
+    b"a": b"accept-contact",
+    b"y": b"identity",
+}
+
+# RFC 3261 §25.1:
+#   token  =  1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
+TOKEN: Final = rb"[A-Za-z0-9\-.!%*_+`'~]+"
+_NAME = re.compile(TOKEN)
+_FOLD = re.compile(rb"\r?\n[ \t]+")
+
+# Header names as written (any case, compact or long, with the whitespace
+# before the colon) -> the lower-case long form.  Bounded, so a peer sending
+# random names cannot grow it.
+_NAME_CACHE: dict[bytes, bytes] = {}
+_NAME_CACHE_MAX: Final = 4096
+
+
+class HeaderLineError(ValueError):
+    """A header line is not ``name: value``."""
+
+
+def canonical_name(written: bytes) -> bytes:
+    """The lower-case long form of a header name as written (``v`` -> ``via``)."""
+    canonical = _NAME_CACHE.get(written)
+    if canonical is None:
+        name = written.rstrip(b" \t")
+        if _NAME.fullmatch(name) is None:
+            shown = written[:60].decode("latin-1")
+            raise HeaderLineError(f"{shown!r} is not a header field name.")
+        lowered = name.lower()
+        canonical = COMPACT_FORMS.get(lowered, lowered)
+        if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+            _NAME_CACHE[written] = canonical
+    return canonical
+
+
+def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
+    """Split header lines into ``(canonical name, value)`` pairs, in order.
+
+    RFC 3261 §7.3.1: ``field-name HCOLON field-value``, where a line starting
+    with whitespace continues the previous one (it is unfolded to one space)
+    and whitespace around the colon and the value does not count.  Raises
+    :class:`HeaderLineError` for a line that is not ``name: value``.
+    """
+    if not block:
+        return []
+    if b"\n " in block or b"\n\t" in block:
+        block = _FOLD.sub(b" ", block)
+    # Bare-LF line ends are tolerated: split at LF, and the CR of a CRLF
+    # goes with the value's trailing whitespace.
+    lines = block.split(b"\n")
+    cache = _NAME_CACHE.get
+    parts = [line.partition(b":") for line in lines]
+    fields = [
+        (cache(name) or canonical_name(name), value.strip(b" \t\r"))
+        for name, colon, value in parts
+        if colon
+    ]
+    if len(fields) != len(parts):
+        bad = next(line for line, (_, colon, _) in zip(lines, parts) if not colon)
+        shown = bad.rstrip(b"\r")[:60].decode("latin-1")
+        raise HeaderLineError(f"The header line {shown!r} is not 'name: value'.")
+    return fields
 
 
 Event = Message | Ping | Pong | FramingError | NeedData
@@ -153,7 +249,7 @@ class SIPFramer:
     error, because nothing after it can be trusted.
     """
 
-    __slots__ = ("max_header_size", "max_body_size", "_buffer", "_scanned", "_error")
+    __slots__ = ("max_header_size", "max_body_size", "_buffer", "_pos", "_scanned", "_error")
 
     def __init__(
         self,
@@ -163,110 +259,153 @@ class SIPFramer:
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self._buffer = b""
-        # How far into the buffer the search for the empty line has got, so
-        # a header block that arrives in many pieces is scanned once.
+        # Where the next event starts in the buffer: consumed bytes are only
+        # dropped when new data arrives, so a read holding many pipelined
+        # messages is not copied once per message.
+        self._pos = 0
+        # How far the search for the empty line has got, so a header block
+        # that arrives in many pieces is scanned once.
         self._scanned = 0
         self._error: FramingError | None = None
 
     @property
     def buffered(self) -> int:
         """How many received bytes are not yet part of an event."""
-        return len(self._buffer)
+        return len(self._buffer) - self._pos
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes received from the peer."""
         if data and self._error is None:
-            self._buffer = self._buffer + data if self._buffer else bytes(data)
+            pos = self._pos
+            if pos:
+                self._scanned -= pos
+                self._buffer = self._buffer[pos:] + data
+                self._pos = 0
+            elif self._buffer:
+                self._buffer += data
+            else:
+                self._buffer = bytes(data)
 
     def next_event(self) -> Event:
         """Return the next event, or :data:`NEED_DATA`."""
         if self._error is not None:
             return self._error
         buffer = self._buffer
-        if not buffer:
+        pos = self._pos
+        size = len(buffer)
+        if pos >= size:
             return NEED_DATA
-        first = buffer[0]
+        first = buffer[pos]
         if first == 0x0D or first == 0x0A:  # CR or LF at a message boundary
             return self._keepalive()
-        end = buffer.find(b"\n\r\n", self._scanned)
+        scanned = self._scanned if self._scanned > pos else pos
+        end = buffer.find(b"\n\r\n", scanned)
         # Bare-LF line ends are tolerated; only look before the CRLF end found.
-        bare = buffer.find(b"\n\n", self._scanned, end + 1 if end >= 0 else len(buffer))
+        bare = buffer.find(b"\n\n", scanned, end + 1 if end >= 0 else size)
         if bare >= 0:
             head_end, body_start = bare, bare + 2
         elif end >= 0:
             head_end, body_start = end, end + 3
         else:
-            if len(buffer) > self.max_header_size:
+            if size - pos > self.max_header_size:
                 return self._fail(
                     f"The SIP header block is longer than {self.max_header_size} bytes.", 513
                 )
             # The empty line may straddle the next chunk: rescan the last 2 bytes.
-            self._scanned = max(0, len(buffer) - 2)
+            self._scanned = max(pos, size - 2)
             return NEED_DATA
-        if head_end + 1 > self.max_header_size:
+        if head_end + 1 - pos > self.max_header_size:
             return self._fail(
                 f"The SIP header block is longer than {self.max_header_size} bytes.", 513
             )
-        head = buffer[:head_end + 1]
-        length = self._content_length(head)
-        if isinstance(length, FramingError):
-            length.head = head
-            return length
+        if buffer[head_end - 1] == 0x0D:
+            head = buffer[pos : head_end - 1]
+        else:
+            head = buffer[pos:head_end]
+        newline = head.find(b"\n")
+        if newline < 0:
+            start, block = head, b""
+        else:
+            start, block = head[:newline], head[newline + 1 :]
+        try:
+            fields: list[tuple[bytes, bytes]] | None = split_header_block(block)
+            lengths = [value for name, value in fields if name == b"content-length"]  # type: ignore[union-attr]
+        except HeaderLineError:
+            # The parser will say what is wrong; framing only needs the length.
+            fields = None
+            lengths = [v.strip(b" \t") for v in _CONTENT_LENGTH.findall(head)]
+        length = self._content_length(lengths, head)
+        if length < 0:
+            assert self._error is not None
+            return self._error
         message_end = body_start + length
-        if len(buffer) < message_end:
+        if size < message_end:
             self._scanned = head_end
             return NEED_DATA
-        self._buffer = buffer[message_end:]
-        self._scanned = 0
-        if head.endswith(b"\r\n"):
-            head = head[:-2]
-        else:
-            head = head[:-1]
-        return Message(head, buffer[body_start:message_end])
+        self._pos = message_end
+        self._scanned = message_end
+        if start[-1:] == b"\r":
+            start = start[:-1]
+        return Message(head, buffer[body_start:message_end], start, fields)
 
     def _keepalive(self) -> Event:
         buffer = self._buffer
-        if buffer.startswith(b"\r\n\r\n"):
-            self._buffer = buffer[4:]
+        pos = self._pos
+        if buffer.startswith(b"\r\n\r\n", pos):
+            self._pos = self._scanned = pos + 4
             return _PING
-        if buffer[0] == 0x0A:
+        if buffer[pos] == 0x0A:
             # Bare LFs before a start line are tolerated and ignored.
-            self._buffer = buffer.lstrip(b"\n")
+            while pos < len(buffer) and buffer[pos] == 0x0A:
+                pos += 1
+            self._pos = self._scanned = pos
             return self.next_event()
-        if len(buffer) < 4 and b"\r\n\r\n".startswith(buffer):
+        rest = buffer[pos : pos + 4]
+        if len(rest) < 4 and b"\r\n\r\n".startswith(rest):
             return NEED_DATA  # the start of a ping, or of a pong
-        if buffer.startswith(b"\r\n"):
-            self._buffer = buffer[2:]
+        if rest.startswith(b"\r\n"):
+            self._pos = self._scanned = pos + 2
             return _PONG
         return self._fail("A CR not followed by LF stands before a SIP start line.", 400)
 
-    def _content_length(self, head: bytes) -> int | FramingError:
-        values = _CONTENT_LENGTH.findall(head)
-        if not values:
-            return self._fail(
-                "The message has no Content-Length header, which a stream transport requires.",
-                400,
-            )
-        lengths = set()
-        for raw in values:
-            value = raw.strip(b" \t")
-            if _DIGITS.fullmatch(value) is None:
-                shown = value[:40].decode("latin-1")
-                return self._fail(f"The Content-Length value {shown!r} is not a number.", 400)
-            lengths.add(int(value))
-        if len(lengths) > 1:
-            shown = ", ".join(str(n) for n in sorted(lengths))
-            return self._fail(f"The message has conflicting Content-Length values ({shown}).", 400)
-        length = lengths.pop()
+    def _content_length(self, values: list[bytes], head: bytes) -> int:
+        if len(values) == 1 and values[0].isdigit() and len(values[0]) <= 10:
+            length = int(values[0])
+        else:
+            if not values:
+                self._fail(
+                    "The message has no Content-Length header, which a stream transport "
+                    "requires.",
+                    400,
+                    head,
+                )
+                return -1
+            lengths = set()
+            for value in values:
+                if _DIGITS.fullmatch(value) is None:
+                    shown = value[:40].decode("latin-1")
+                    self._fail(f"The Content-Length value {shown!r} is not a number.", 400, head)
+                    return -1
+                lengths.add(int(value))
+            if len(lengths) > 1:
+                shown = ", ".join(str(n) for n in sorted(lengths))
+                self._fail(
+                    f"The message has conflicting Content-Length values ({shown}).", 400, head
+                )
+                return -1
+            length = lengths.pop()
         if length > self.max_body_size:
-            return self._fail(
+            self._fail(
                 f"The body of {length} bytes is longer than the {self.max_body_size} bytes "
                 "accepted.",
                 513,
+                head,
             )
+            return -1
         return length
 
-    def _fail(self, reason: str, status: int) -> FramingError:
-        self._error = FramingError(reason, status)
+    def _fail(self, reason: str, status: int, head: bytes | None = None) -> FramingError:
+        self._error = FramingError(reason, status, head)
         self._buffer = b""
+        self._pos = 0
         return self._error

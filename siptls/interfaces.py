@@ -27,7 +27,11 @@ class ISIPConnection(Interface):
         """
 
     def reply(request: object, status: int, reason: str | None = None, headers: object = ()) -> None:
-        """Send a response to ``request`` on this connection (RFC 3261 §18.2.2)."""
+        """Send a response to ``request`` on this connection (RFC 3261 §18.2.2).
+
+        ``headers`` are extra ``(name, value)`` pairs, or lines already
+        joined with CRLF.
+        """
 
     def close() -> None:
         """Close the connection gracefully."""

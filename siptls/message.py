@@ -21,7 +21,14 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from siptls.errors import ProtocolError
-from siptls.framing import Message
+from siptls.framing import (
+    COMPACT_FORMS,
+    TOKEN,
+    HeaderLineError,
+    Message,
+    canonical_name,
+    split_header_block,
+)
 
 __all__ = [
     "COMPACT_FORMS",
@@ -34,26 +41,6 @@ __all__ = [
     "reason_phrase",
     "split_header_values",
 ]
-
-COMPACT_FORMS: Final[dict[bytes, bytes]] = {
-    b"v": b"via",
-    b"f": b"from",
-    b"t": b"to",
-    b"i": b"call-id",
-    b"m": b"contact",
-    b"l": b"content-length",
-    b"c": b"content-type",
-    b"k": b"supported",
-    b"s": b"subject",
-    b"e": b"content-encoding",
-    b"o": b"event",
-    b"r": b"refer-to",
-    b"b": b"referred-by",
-    b"u": b"allow-events",
-    b"x": b"session-expires",
-    b"a": b"accept-contact",
-    b"y": b"identity",
-}
 
 # How long names are written when siptls writes a header field.
 _DISPLAY_NAMES: Final[dict[bytes, bytes]] = {
@@ -93,18 +80,13 @@ def reason_phrase(status: int) -> str:
     return _REASONS.get(status, "Unknown")
 
 
-# RFC 3261 §25.1:
-#   token  =  1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
-_TOKEN = rb"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN = TOKEN
 # Request-Line  =  Method SP Request-URI SP SIP-Version CRLF
 # The URI is any run of non-space bytes that starts with a scheme; a URI in
 # <> or with spaces in it is refused here (RFC 4475 §3.1.2.7, §3.1.2.8).
 _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([A-Za-z][A-Za-z0-9+.\-]*:[^ <>]+) (SIP/[0-9]+\.[0-9]+)")
 # Status-Line  =  SIP-Version SP Status-Code SP Reason-Phrase CRLF
 _STATUS_LINE = re.compile(rb"(SIP/[0-9]+\.[0-9]+) ([0-9]{3}) ([^\r\n]*)")
-# message-header  =  field-name HCOLON field-value CRLF, one per line after
-# unfolding.  Anchored per line so a line without a colon cannot hide.
-_HEADER_LINE = re.compile(rb"^(" + _TOKEN + rb")[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.MULTILINE)
 _FOLD = re.compile(rb"\r?\n[ \t]+")
 # CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method
 _CSEQ = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
@@ -114,17 +96,11 @@ _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 # Single-valued fields a request must carry exactly once (RFC 3261 §8.1.1).
 _REQUIRED_ONCE: Final = (b"to", b"from", b"call-id", b"cseq")
 
-_NAME_CACHE: dict[bytes, bytes] = {}
-
-
 def _canonical(name: bytes) -> bytes:
-    canonical = _NAME_CACHE.get(name)
-    if canonical is None:
-        lowered = name.lower()
-        canonical = COMPACT_FORMS.get(lowered, lowered)
-        if len(_NAME_CACHE) < 4096:
-            _NAME_CACHE[name] = canonical
-    return canonical
+    try:
+        return canonical_name(name)
+    except HeaderLineError:
+        return name.lower()
 
 
 class SIPMessage:
@@ -271,18 +247,10 @@ def split_header_values(value: bytes) -> list[bytes]:
 
 
 def _parse_headers(block: bytes) -> list[tuple[bytes, bytes]]:
-    if not block:
-        return []
-    if b"\n " in block or b"\n\t" in block:
-        block = _FOLD.sub(b" ", block)
-    fields = _HEADER_LINE.findall(block)
-    if len(fields) != block.count(b"\n") + 1:
-        for line in block.split(b"\n"):
-            if _HEADER_LINE.fullmatch(line.rstrip(b"\r")) is None:
-                shown = line.rstrip(b"\r")[:60].decode("latin-1")
-                raise ProtocolError(f"The header line {shown!r} is not 'name: value'.", 400)
-        raise ProtocolError("The header block is malformed.", 400)
-    return [(_NAME_CACHE.get(name) or _canonical(name), value) for name, value in fields]
+    try:
+        return split_header_block(block)
+    except HeaderLineError as error:
+        raise ProtocolError(str(error), 400) from None
 
 
 def parse_message(message: Message) -> Request | Response:
@@ -291,20 +259,24 @@ def parse_message(message: Message) -> Request | Response:
     Raises :class:`ProtocolError` with the status to answer: 400 for a
     malformed message, 505 for a SIP version other than 2.0.
     """
-    head = message.head
-    newline = head.find(b"\n")
-    if newline < 0:
-        start, block = head, b""
-    else:
-        start, block = head[:newline], head[newline + 1 :]
-    if start.endswith(b"\r"):
-        start = start[:-1]
+    start = message.start
+    fields = message.fields
+    if start is None or fields is None:
+        head = message.head
+        newline = head.find(b"\n")
+        if newline < 0:
+            start, block = head, b""
+        else:
+            start, block = head[:newline], head[newline + 1 :]
+        if start.endswith(b"\r"):
+            start = start[:-1]
+        fields = _parse_headers(block)
     if start.startswith(b"SIP/"):
-        return _parse_response(start, block, message.body)
-    return _parse_request(start, block, message.body)
+        return _parse_response(start, fields, message.body)
+    return _parse_request(start, fields, message.body)
 
 
-def _parse_request(start: bytes, block: bytes, body: bytes) -> Request:
+def _parse_request(start: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Request:
     match = _REQUEST_LINE.fullmatch(start)
     if match is None:
         shown = start[:80].decode("latin-1")
@@ -314,7 +286,6 @@ def _parse_request(start: bytes, block: bytes, body: bytes) -> Request:
         raise ProtocolError(
             f"The SIP version {version.decode('latin-1')!r} is not supported (only SIP/2.0).", 505
         )
-    headers = _parse_headers(block)
     request = Request.__new__(Request)
     request.start_line = start
     request.headers = headers
@@ -327,45 +298,38 @@ def _parse_request(start: bytes, block: bytes, body: bytes) -> Request:
 
 
 def _check_request(request: Request) -> None:
-    counts: dict[bytes, int] = {}
-    cseq_value = b""
-    has_via = False
-    for name, value in request.headers:
-        if name in _COUNTED:
-            counts[name] = counts.get(name, 0) + 1
-            if name == b"cseq":
-                cseq_value = value
-        elif name == b"via":
-            has_via = True
-    if not has_via:
+    headers = request.headers
+    names = [name for name, _ in headers]
+    if b"via" not in names:
         raise ProtocolError("The request has no Via header field.", 400)
     for name in _REQUIRED_ONCE:
-        count = counts.get(name, 0)
+        count = names.count(name)
         if count != 1:
             shown = _display(name).decode("ascii")
             if count == 0:
                 raise ProtocolError(f"The request has no {shown} header field.", 400)
             raise ProtocolError(f"The request has {count} {shown} header fields.", 400)
-    if counts.get(b"max-forwards", 0) > 1:
+    if names.count(b"max-forwards") > 1:
         raise ProtocolError("The request has more than one Max-Forwards header field.", 400)
+    cseq_value = headers[names.index(b"cseq")][1]
     match = _CSEQ.fullmatch(cseq_value)
     if match is None:
         shown = cseq_value[:40].decode("latin-1")
         raise ProtocolError(f"The CSeq value {shown!r} is malformed.", 400)
-    if int(match.group(1)) > _MAX_CSEQ:
+    number, method = match.groups()
+    if len(number) > 9 and int(number) > _MAX_CSEQ:
         raise ProtocolError("The CSeq number is larger than 2**31-1.", 400)
-    if match.group(2) != request.method:
+    if method != request.method:
         raise ProtocolError(
-            f"The CSeq method {match.group(2).decode('latin-1')!r} does not match the request "
+            f"The CSeq method {method.decode('latin-1')!r} does not match the request "
             f"method {request.method.decode('latin-1')!r}.",
             400,
         )
 
 
-_COUNTED: Final = frozenset(_REQUIRED_ONCE + (b"max-forwards",))
 
 
-def _parse_response(start: bytes, block: bytes, body: bytes) -> Response:
+def _parse_response(start: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
     match = _STATUS_LINE.fullmatch(start)
     if match is None:
         shown = start[:80].decode("latin-1")
@@ -378,7 +342,7 @@ def _parse_response(start: bytes, block: bytes, body: bytes) -> Response:
         raise ProtocolError(f"The status code {status} is out of range.", 400)
     response = Response.__new__(Response)
     response.start_line = start
-    response.headers = _parse_headers(block)
+    response.headers = headers
     response.body = body
     response.status = status
     response.reason = reason
@@ -397,8 +361,12 @@ def parse_head_leniently(head: bytes) -> SIPMessage | None:
     start = head[:newline] if newline >= 0 else head
     if start.startswith(b"SIP/") or newline < 0:
         return None
-    block = _FOLD.sub(b" ", head[newline + 1 :])
-    headers = [(_canonical(name), value) for name, value in _HEADER_LINE.findall(block)]
+    block = _FOLD.sub(b" ", head[newline + 1 :]).replace(b"\r\n", b"\n")
+    headers = []
+    for line in block.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip():
+            headers.append((_canonical(name), value.strip(b" \t")))
     present = {name for name, _ in headers}
     if not _RESPONSE_FIELDS <= present:
         return None
@@ -413,32 +381,59 @@ def build_response(
     request: SIPMessage,
     status: int,
     reason: str | None = None,
-    extra_headers: Sequence[tuple[bytes, bytes]] | Iterable[tuple[bytes, bytes]] = (),
+    extra_headers: Iterable[tuple[bytes, bytes]] | bytes = (),
     body: bytes = b"",
 ) -> bytes:
     """The bytes of a response to ``request`` (RFC 3261 §8.2.6).
+
+    ``extra_headers`` are ``(name, value)`` pairs, or header lines already
+    joined with CRLF (what a responder answering the same way every time
+    prepares once).
 
     Every Via, From, To, Call-ID and CSeq field is copied in order; a To
     tag is added when the request has none (except for 100 Trying) and is
     the same for retransmissions of the same request.  ``request`` may be a
     partly parsed message (an error response to a malformed request).
     """
-    phrase = (reason if reason is not None else reason_phrase(status)).encode("utf-8")
-    lines = [b"SIP/2.0 %d %s" % (status, phrase)]
+    phrase = _PHRASES.get(status) if reason is None else None
+    if phrase is None:
+        text = reason if reason is not None else reason_phrase(status)
+        phrase = b"SIP/2.0 %d %s" % (status, text.encode("utf-8"))
+    lines = [phrase]
+    append = lines.append
+    to_index = -1
+    seed = [_TAG_SALT]
     for name, value in request.headers:
-        if name in _RESPONSE_FIELDS:
-            if name == b"to" and status != 100 and _TAG.search(value) is None:
-                value = value + b";tag=" + _to_tag(request)
-            lines.append(_DISPLAY_NAMES[name] + b": " + value)
-    for name, value in extra_headers:
-        lines.append(name + b": " + value)
-    lines.append(b"Content-Length: %d\r\n" % len(body))
+        display = _COPIED.get(name)
+        if display is not None:
+            if name == b"to":
+                # The tag, when one is needed, is added once the seed is known.
+                to_index = len(lines)
+            else:
+                seed.append(value)
+            append(display + value)
+    if to_index >= 0 and status != 100:
+        to_line = lines[to_index]
+        if b"=" not in to_line or _TAG.search(to_line) is None:
+            lines[to_index] = to_line + b";tag=%08x" % zlib.crc32(b"|".join(seed))
+    if isinstance(extra_headers, bytes):
+        if extra_headers:
+            append(extra_headers)
+    else:
+        for name, value in extra_headers:
+            append(name + b": " + value)
+    append(b"Content-Length: %d\r\n" % len(body))
     return b"\r\n".join(lines) + b"\r\n" + body
 
 
-def _to_tag(request: SIPMessage) -> bytes:
-    # Stateless, but the same for a retransmission: derived from the fields
-    # that identify the request.
-    seed = (request.get(b"call-id") or b"") + (request.get(b"from") or b"")
-    seed += (request.get(b"cseq") or b"") + _TAG_SALT
-    return b"%08x" % zlib.crc32(seed)
+_COPIED: Final = {
+    b"via": b"Via: ",
+    b"from": b"From: ",
+    b"to": b"To: ",
+    b"call-id": b"Call-ID: ",
+    b"cseq": b"CSeq: ",
+}
+_PHRASES: Final = {code: b"SIP/2.0 %d %s" % (code, text.encode()) for code, text in _REASONS.items()}
+
+
+

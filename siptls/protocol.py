@@ -137,9 +137,14 @@ class SIPTLSProtocol(Protocol):
         request: SIPMessage,
         status: int,
         reason: str | None = None,
-        headers: Iterable[tuple[bytes, bytes]] = (),
+        headers: Iterable[tuple[bytes, bytes]] | bytes = (),
     ) -> None:
-        self.send(build_response(request, status, reason, headers))
+        data = build_response(request, status, reason, headers)
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+        else:
+            self.send(data)
 
     def close(self) -> None:
         self.loseConnection("closed locally")

@@ -127,7 +127,7 @@ class FramingCases(SynchronousTestCase):
         assert isinstance(error, FramingError)
         self.assertEqual(error.status_hint, 400)
         self.assertIn("no Content-Length", str(error))
-        self.assertEqual(error.head, b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1\r\n")
+        self.assertEqual(error.head, b"OPTIONS sip:x SIP/2.0\r\nCall-ID: 1")
         self.assertEqual(describe(frame_bytewise(data)), describe(events))
 
     def test_bad_content_lengths(self) -> None:
