@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import pathlib
 
 from hypothesis import given, settings
@@ -11,7 +12,20 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from siptls.framing import NEED_DATA, FramingError, Message, Ping, Pong, SIPFramer
 
-TORTURE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "sip-torture"
+def _torture_dir() -> pathlib.Path:
+    """The RFC 4475/5118 corpus: $SIPTLS_TORTURE_DIR, else shared/ beside the checkout."""
+    explicit = os.environ.get("SIPTLS_TORTURE_DIR")
+    if explicit:
+        return pathlib.Path(explicit)
+    here = pathlib.Path(__file__).resolve()
+    for parent in here.parents[1:4]:
+        candidate = parent / "shared" / "sip-torture"
+        if (candidate / "index.tsv").exists():
+            return candidate
+    return here.parents[2] / "shared" / "sip-torture"
+
+
+TORTURE = _torture_dir()
 
 
 def options(call_id: bytes = b"a", body: bytes = b"", compact: bool = False) -> bytes:
