@@ -83,11 +83,11 @@ class CertificateFacts:
         return self.certificate.subject == self.certificate.issuer
 
     def expired(self, now: datetime.datetime | None = None) -> bool:
-        moment = now or datetime.datetime.now(datetime.timezone.utc)
+        moment = now or datetime.datetime.now(datetime.UTC)
         return moment > self.not_after
 
     def not_yet_valid(self, now: datetime.datetime | None = None) -> bool:
-        moment = now or datetime.datetime.now(datetime.timezone.utc)
+        moment = now or datetime.datetime.now(datetime.UTC)
         return moment < self.not_before
 
 

@@ -343,8 +343,9 @@ class TLSConfig:
     max_send_buffer: int = 1024 * 1024
     watch_certificates: bool = False
     identity_check_ip: bool = False
+    # Not in repr: the parameters may hold private_key_password.
     params: Mapping[str, str] = attrs.field(
-        default=MappingProxyType({}), hash=False, converter=_frozen_map
+        default=MappingProxyType({}), hash=False, converter=_frozen_map, repr=False
     )
     config_files: tuple[str, ...] = ()
 

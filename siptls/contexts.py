@@ -58,6 +58,7 @@ __all__ = [
     "SIPTLSTransport",
     "ServerConnectionCreator",
     "build_context",
+    "describe_verify_errors",
     "verify_error_text",
 ]
 
@@ -79,12 +80,23 @@ _BASE_OPTIONS: Final = (
 )
 _NO_RENEGOTIATION: Final = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
 X509_V_ERR_CERT_CHAIN_TOO_LONG: Final = 22
+# Kamailio's cfg range for verify_depth is 0-100.
+_OPENSSL_MAX_DEPTH: Final = 100
 
 
 def verify_error_text(errno: int) -> str:
     """OpenSSL's text for an X.509 verification error number."""
     text = _lib.X509_verify_cert_error_string(errno)
     return _ffi.string(text).decode("ascii", "replace") if text != _ffi.NULL else str(errno)
+
+
+def describe_verify_errors(errors: Sequence[tuple[int, int]]) -> str:
+    """``(depth, errno)`` pairs as text, e.g. ``certificate has expired (depth 0)``.
+
+    Each distinct pair is named once, in the order OpenSSL reported them.
+    """
+    unique = list(dict.fromkeys(errors))
+    return "; ".join(f"{verify_error_text(errno)} (depth {depth})" for depth, errno in unique)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +286,14 @@ def build_context(
     facts = _load_identity(settings, context)
     _load_trust(settings, context)
     context.set_verify(_verify_mode(settings), _make_verify_callback(settings))
-    context.set_verify_depth(max(settings.verify_depth, 0))
+    if settings.role == "server":
+        # An SNI switch keeps the first context's depth, and pyOpenSSL has no
+        # per-connection SSL_set_verify_depth: so OpenSSL's own limit is set
+        # out of the way and each domain's verify callback enforces its
+        # domain's depth (re-applied with the callback on a switch).
+        context.set_verify_depth(_OPENSSL_MAX_DEPTH)
+    else:
+        context.set_verify_depth(max(settings.verify_depth, 0))
     if keylog is not None:
         context.set_keylog_callback(keylog)
     return DomainContext(settings, context, facts, record)
@@ -378,8 +397,9 @@ def _make_verify_callback(
 
     def verify(connection: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
         # OpenSSL's depth counts intermediates: leaf (0), up to ``depth_limit``
-        # intermediates, then the trust anchor.  Checked here as well because
-        # an SNI switch keeps the first context's depth.
+        # intermediates, then the trust anchor.  Server contexts leave the
+        # check to this callback, because an SNI switch keeps the first
+        # context's depth but takes the new domain's callback.
         if depth > depth_limit + 1:
             ok, errno = 0, X509_V_ERR_CERT_CHAIN_TOO_LONG
         if ok:

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from siptls.contexts import SIPTLSTransport
+from siptls.contexts import SIPTLSTransport, describe_verify_errors
 from siptls.errors import ProtocolError, SendError
 from siptls.framing import (
     DEFAULT_MAX_BODY_SIZE,
@@ -306,7 +306,9 @@ class SIPTLSProtocol(Protocol):
         self._queue = None
         if record is None:
             return
-        why = self._closing_reason or _describe_loss(reason)
+        why = self._closing_reason or _describe_loss(
+            reason, getattr(self.transport, "verify_errors", None)
+        )
         registry = self.factory.registry
         established = self.tls is not None
         if not established:
@@ -498,13 +500,25 @@ def _address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _describe_loss(reason: Failure) -> str:
+def _describe_loss(
+    reason: Failure, verify_errors: list[tuple[int, int]] | None = None
+) -> str:
+    """Why a connection ended, in words for the log and the registry.
+
+    OpenSSL reports every refused certificate as "certificate verify
+    failed"; the errors the verify callback recorded (``verify_errors``)
+    name the real reason: expired, unknown CA, revoked, chain too long...
+    """
     value = reason.value if isinstance(reason, Failure) else reason
     if isinstance(value, SSL.Error):
         details = []
         for entry in value.args[0] if value.args and isinstance(value.args[0], list) else []:
             if isinstance(entry, tuple) and entry:
                 details.append(str(entry[-1]))
+        if verify_errors and "certificate verify failed" in details:
+            return "certificate verification failed: " + describe_verify_errors(verify_errors)
+        if "peer did not return a certificate" in details:
+            return "no certificate: the peer did not present one and this domain requires it"
         return "TLS error: " + (", ".join(details) or str(value))
     if isinstance(value, netError.ConnectionDone):
         return "closed cleanly"

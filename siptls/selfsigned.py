@@ -49,7 +49,7 @@ def ensure_self_signed(directory: str | os.PathLike[str], hostname: str | None =
         return SelfSigned(cert_path, key_path, False, fingerprint(cert_path.read_bytes()))
     name = hostname or socket.getfqdn() or "localhost"
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Self-signed certificate for siptls"),

@@ -13,7 +13,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from siptls.certinfo import CertificateFacts
-from siptls.contexts import verify_error_text
+from siptls.contexts import describe_verify_errors
 
 __all__ = ["TLSInfo"]
 
@@ -73,9 +73,7 @@ class TLSInfo:
             return "none"
         if not self.verify_errors:
             return "ok"
-        return "; ".join(
-            f"{verify_error_text(errno)} (depth {depth})" for depth, errno in self.verify_errors
-        )
+        return describe_verify_errors(self.verify_errors)
 
     def _has(self, errors: frozenset[int]) -> bool:
         return any(errno in errors for _, errno in self.verify_errors)

@@ -93,9 +93,17 @@ class ServerTestCase(TestCase):
         stdin: bytes | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float = 20,
+        *,
+        until: bytes | None = None,
+        close_stdin_after: float | None = 2.0,
     ) -> defer.Deferred[tuple[bytes, bytes, int]]:
-        """Run a peer; its output, error output and exit code (-1 when killed)."""
-        return run_process(executable, args, stdin, env, timeout)
+        """Run a peer; its output, error output and exit code (-1 when killed).
+
+        ``until`` and ``close_stdin_after`` are as for :func:`run_process`.
+        """
+        return run_process(
+            executable, args, stdin, env, timeout, until=until, close_stdin_after=close_stdin_after
+        )
 
 
 def deferLater(seconds: float) -> defer.Deferred[None]:
@@ -110,8 +118,18 @@ def run_process(
     stdin: bytes | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 20,
+    *,
+    until: bytes | None = None,
+    close_stdin_after: float | None = 2.0,
 ) -> defer.Deferred[tuple[bytes, bytes, int]]:
-    """Spawn a process through the reactor, feeding ``stdin``; kill it at ``timeout``."""
+    """Spawn a process through the reactor, feeding ``stdin``; kill it at ``timeout``.
+
+    The process's standard input is closed (so tools such as ``openssl
+    s_client`` that read until end of input finish) as soon as its output or
+    error output contains ``until``, or ``close_stdin_after`` seconds after
+    it started, whichever comes first; ``close_stdin_after=None`` with no
+    ``until`` leaves it open until the process ends or is killed.
+    """
     from twisted.internet import protocol
 
     result: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
@@ -120,20 +138,40 @@ def run_process(
         def __init__(self) -> None:
             self.out: list[bytes] = []
             self.err: list[bytes] = []
+            self.stdin_open = True
+            self.closer: Any = None
 
         def connectionMade(self) -> None:
             if stdin is not None:
                 self.transport.write(stdin)
+            if close_stdin_after is not None:
+                self.closer = reactor.callLater(close_stdin_after, self.close_stdin)
+
+        def close_stdin(self) -> None:
+            if self.closer is not None and self.closer.active():
+                self.closer.cancel()
+            if self.stdin_open:
+                self.stdin_open = False
+                self.transport.closeStdin()
+
+        def _check_until(self) -> None:
+            if until is not None and self.stdin_open:
+                if until in b"".join(self.out) or until in b"".join(self.err):
+                    self.close_stdin()
 
         def outReceived(self, data: bytes) -> None:
             self.out.append(data)
+            self._check_until()
 
         def errReceived(self, data: bytes) -> None:
             self.err.append(data)
+            self._check_until()
 
         def processEnded(self, reason: Any) -> None:
             if killer.active():
                 killer.cancel()
+            if self.closer is not None and self.closer.active():
+                self.closer.cancel()
             code = getattr(reason.value, "exitCode", None)
             result.callback((b"".join(self.out), b"".join(self.err), -1 if code is None else code))
 

@@ -38,6 +38,7 @@ class OpenSSLClientTests(ServerTestCase):
                 openssl,
                 ["s_client", "-connect", f"127.0.0.1:{port}", flag, "-quiet", "-no_ign_eof"],
                 stdin=sip_options(),
+                until=b"Content-Length: 0\r\n\r\n",
             )
             results[flag] = b"SIP/2.0 200 OK" in out
         self.assertEqual(results, {"-tls1_1": False, "-tls1_2": True, "-tls1_3": True})
