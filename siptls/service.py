@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 from twisted.application.service import MultiService
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -47,6 +48,7 @@ from siptls.interfaces import IControlTarget, ISIPApplication
 from siptls.listen import DEFAULT_LISTEN, ListenAddress, parse_listen
 from siptls.protocol import ConnectionLimits, ConnectionSweeper, SIPTLSFactory
 from siptls.registry import ConnectionRegistry
+from siptls.transport import listen_direct
 
 __all__ = ["SIPTLSService", "limits_for", "single_domain_generation"]
 
@@ -194,7 +196,7 @@ class SIPTLSService(MultiService):
             log.warn("{note}", note=note)
         factory = self.tls_factory()
         for address in self.addresses:
-            port = self.reactor.listenTCP(address.port, factory, interface=address.host)
+            port = self._listen(address, factory)
             self.ports.append(port)
             log.info(
                 "Listening for SIP over TLS on {address}.",
@@ -203,6 +205,13 @@ class SIPTLSService(MultiService):
         self.started_at = self.reactor.seconds()
         self.sweeper.start()
         self._install_sighup()
+
+    def _listen(self, address: ListenAddress, factory: TLSMemoryBIOFactory) -> IListeningPort:
+        from twisted.internet import reactor as global_reactor
+
+        if self.reactor is global_reactor and isinstance(self.reactor, PosixReactorBase):
+            return listen_direct(self.reactor, address.port, factory, address.host)
+        return self.reactor.listenTCP(address.port, factory, interface=address.host)
 
     def stopService(self) -> Any:
         self.sweeper.stop()
