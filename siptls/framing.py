@@ -294,6 +294,11 @@ class SIPFramer:
         pos = self._pos
         size = len(buffer)
         if pos >= size:
+            if size:
+                # Everything was consumed: drop the last read's bytes rather
+                # than keep them alive for as long as the connection idles.
+                self._buffer = b""
+                self._pos = self._scanned = 0
             return NEED_DATA
         first = buffer[pos]
         if first == 0x0D or first == 0x0A:  # CR or LF at a message boundary
