@@ -208,6 +208,9 @@ class SIPTLSService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # Before listening: a SIGHUP sent once the port is seen open must not
+        # meet Python's default action (terminate).
+        self._install_sighup()
         for note in self.notices():
             log.warn("{note}", note=note)
         factory = self.tls_factory()
@@ -222,7 +225,6 @@ class SIPTLSService(MultiService):
         self.sweeper.start()
         if self.config.watch_certificates:
             self.watcher.start()
-        self._install_sighup()
 
     def stopService(self) -> Any:
         self.sweeper.stop()
