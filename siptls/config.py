@@ -342,6 +342,7 @@ class TLSConfig:
     tls_max_connections: int = 2048
     max_send_buffer: int = 1024 * 1024
     watch_certificates: bool = False
+    watch_interval: float = 5.0
     identity_check_ip: bool = False
     # Not in repr: the parameters may hold private_key_password.
     params: Mapping[str, str] = attrs.field(
@@ -588,6 +589,7 @@ def _global_value_parsers(cwd: str) -> dict[str, Callable[[str], Any]]:
         "tls_max_connections": _int_parser(1, 10_000_000),
         "max_send_buffer": _int_parser(1024, 2**31 - 1),
         "watch_certificates": _parse_bool,
+        "watch_interval": _parse_seconds,
         "identity_check_ip": _parse_bool,
     }
 

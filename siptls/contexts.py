@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -470,7 +471,9 @@ class ServerConnectionCreator:
 
     def __init__(self, generation: ContextGeneration) -> None:
         self.generation = generation
-        self._prepared: set[int] = set()
+        # Weak, and by object rather than id(): a freed old generation's
+        # context id can be reused by a new context, which must be prepared.
+        self._prepared: weakref.WeakSet[SSL.Context] = weakref.WeakSet()
         self._prepare(generation)
 
     def swap(self, generation: ContextGeneration) -> ContextGeneration:
@@ -484,9 +487,9 @@ class ServerConnectionCreator:
         # with; installing it is part of finishing the context, before any
         # connection uses it.
         for domain in generation.domains:
-            if domain.settings.role == "server" and id(domain.context) not in self._prepared:
+            if domain.settings.role == "server" and domain.context not in self._prepared:
                 domain.context.set_tlsext_servername_callback(self._server_name)
-                self._prepared.add(id(domain.context))
+                self._prepared.add(domain.context)
 
     def serverConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
         generation = self.generation

@@ -56,7 +56,7 @@ from siptls.message import (
     parse_head_leniently,
     parse_message,
 )
-from siptls.registry import ConnectionRecord, ConnectionRegistry
+from siptls.registry import ConnectionRecord, ConnectionRegistry, QueueAccount
 from siptls.tlsinfo import TLSInfo
 
 __all__ = ["ConnectionLimits", "ConnectionSweeper", "SIPTLSFactory", "SIPTLSProtocol"]
@@ -78,15 +78,6 @@ class ConnectionLimits:
     handshake_timeout: float = 10.0
     connection_timeout: float = 600.0
     send_close_notify: bool = False
-
-
-class _QueueAccount:
-    """The clear-text bytes queued before handshakes, across connections."""
-
-    __slots__ = ("queued",)
-
-    def __init__(self) -> None:
-        self.queued = 0
 
 
 @implementer(IHandshakeListener, ISIPConnection, IPushProducer)
@@ -157,12 +148,36 @@ class SIPTLSProtocol(Protocol):
         self._closing_reason = self._closing_reason or reason or "closed locally"
         if self.record is not None:
             self.record.state = "closing"
+        if not self.factory.limits.send_close_notify and self.tls is not None:
+            self._close_without_notify(transport)
+            return
         # Twisted's TLS transport waits for a registered producer to go
         # away before it starts the TLS shutdown.
         if self._producing:
             self._producing = False
             transport.unregisterProducer()
         transport.loseConnection()
+
+    def _close_without_notify(self, transport: Any) -> None:
+        """Flush pending output, then close TCP without a TLS close_notify.
+
+        Kamailio's default (``send_close_notify=0``).  Twisted's TLS
+        transport has no switch for it, so: with our producer registered,
+        ``loseConnection()`` encrypts and writes the pending output but
+        postpones the TLS shutdown; marking the shutdown as already sent
+        and received then makes OpenSSL's ``SSL_shutdown`` finish at once
+        without an alert, and unregistering the producer lets Twisted run
+        it and close TCP once the written data has drained.
+        """
+        if not self._producing:
+            self._producing = True
+            transport.registerProducer(self, True)
+        transport.loseConnection()
+        handle = transport.getHandle()
+        if handle is not None:
+            handle.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
+        self._producing = False
+        transport.unregisterProducer()
 
     def abortConnection(self, reason: str | None = None) -> None:
         """Close at once, dropping pending output."""
@@ -442,7 +457,8 @@ class SIPTLSFactory(Factory):
         self.clock = clock
         self.limits = limits or ConnectionLimits()
         self.direction = direction
-        self.queue_account = _QueueAccount()
+        # The registry's account, shared with every other factory using it.
+        self.queue_account: QueueAccount = registry.queue_account
 
     def buildProtocol(self, addr: Any) -> SIPTLSProtocol:
         return SIPTLSProtocol(self, self.direction)

@@ -35,6 +35,7 @@ __all__ = [
     "ConnectionRecord",
     "ConnectionRegistry",
     "DIRECTIONS",
+    "QueueAccount",
     "RECORD_FIELDS",
     "STATES",
 ]
@@ -54,6 +55,20 @@ class ClosableTransport(Protocol):
     def loseConnection(self) -> None: ...
 
     def abortConnection(self) -> None: ...
+
+
+class QueueAccount:
+    """The clear-text bytes queued before handshakes, across all connections.
+
+    One account per registry, shared by every factory that registers
+    connections in it (incoming and outgoing), so ``ct_wq_max`` bounds the
+    total, as in Kamailio, and ``tls.info`` reports that same total.
+    """
+
+    __slots__ = ("queued",)
+
+    def __init__(self) -> None:
+        self.queued = 0
 
 
 class ConnectionRecord:
@@ -212,6 +227,7 @@ class ConnectionRegistry:
         self.refused_total = 0
         self.handshakes_ok = 0
         self._handshake_failures: Counter[str] = Counter()
+        self.queue_account = QueueAccount()
 
     # -- the protocol's side ------------------------------------------------
 
@@ -392,9 +408,7 @@ class ConnectionRegistry:
         return {
             "max_connections": self.max_connections,
             "opened_connections": len(self._records),
-            "clear_text_write_queued_bytes": sum(
-                r.queued_cleartext for r in self._records.values()
-            ),
+            "clear_text_write_queued_bytes": self.queue_account.queued,
             "handshakes_ok": self.handshakes_ok,
             "handshakes_failed": dict(self._handshake_failures),
             "refused": self.refused_total,

@@ -49,6 +49,7 @@ from siptls.listen import DEFAULT_LISTEN, ListenAddress, parse_listen
 from siptls.protocol import ConnectionLimits, ConnectionSweeper, SIPTLSFactory
 from siptls.registry import ConnectionRegistry
 from siptls.transport import listen_direct
+from siptls.watch import FileWatcher, watched_files
 
 __all__ = ["SIPTLSService", "limits_for", "single_domain_generation"]
 
@@ -117,9 +118,22 @@ class SIPTLSService(MultiService):
         self.creator = ServerConnectionCreator(self.current.generation)
         self.factory = SIPTLSFactory(self.application, self.registry, reactor, self.limits)
         self.factory.noisy = False
-        self.sweeper = ConnectionSweeper(self.registry, self.limits, reactor)
+        # Look often enough that a short (test) handshake timeout is kept.
+        sweep_every = min(1.0, max(0.05, self.limits.handshake_timeout / 2))
+        self.sweeper = ConnectionSweeper(self.registry, self.limits, reactor, sweep_every)
         self.ports: list[IListeningPort] = []
         self.started_at: float | None = None
+        # Old generations that still have live connections.  Only their
+        # numbers: the connections keep the contexts alive, and nothing here
+        # may keep a generation alive after its last connection closes.
+        self.draining: set[int] = set()
+        self.registry.add_release_observer(self._generation_released)
+        self.watcher = FileWatcher(
+            lambda: watched_files(self.config),
+            self._reload_on_change,
+            reactor,
+            config.watch_interval,
+        )
         self._previous_sighup: Any = None
         self.control: Any = None
         if control_path is not None:
@@ -174,7 +188,11 @@ class SIPTLSService(MultiService):
             )
             raise
         self.current = result
-        self.creator.swap(result.generation)
+        previous = self.creator.swap(result.generation)
+        if previous.number in self.registry.by_generation():
+            self.draining.add(previous.number)
+        else:
+            self._generation_released(previous.number, idle=True)
         for note in result.loaded.warnings:
             log.warn("{note}", note=note)
         log.info(
@@ -192,6 +210,9 @@ class SIPTLSService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        # Before listening: a SIGHUP sent once the port is seen open must not
+        # meet Python's default action (terminate).
+        self._install_sighup()
         for note in self.notices():
             log.warn("{note}", note=note)
         factory = self.tls_factory()
@@ -204,7 +225,8 @@ class SIPTLSService(MultiService):
             )
         self.started_at = self.reactor.seconds()
         self.sweeper.start()
-        self._install_sighup()
+        if self.config.watch_certificates:
+            self.watcher.start()
 
     def _listen(self, address: ListenAddress, factory: TLSMemoryBIOFactory) -> IListeningPort:
         from twisted.internet import reactor as global_reactor
@@ -215,6 +237,7 @@ class SIPTLSService(MultiService):
 
     def stopService(self) -> Any:
         self.sweeper.stop()
+        self.watcher.stop()
         if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
@@ -242,6 +265,23 @@ class SIPTLSService(MultiService):
             self.reload()
         except ConfigError:
             pass  # reload() logged why; the running generation stays.
+
+    def _reload_on_change(self, changed: list[str]) -> None:
+        """The watcher saw ``changed`` files change: reload (it logs a refusal once)."""
+        log.info(
+            "Reloading the TLS configuration: {files} changed.", files=", ".join(changed)
+        )
+        self.reload()
+
+    def _generation_released(self, number: int, idle: bool = False) -> None:
+        """The last connection of generation ``number`` closed (or it never had one)."""
+        if idle:
+            log.info("Generation {generation} released (it had no connections).", generation=number)
+            return
+        if number not in self.draining:
+            return  # the current generation merely has no connections right now
+        self.draining.discard(number)
+        log.info("Generation {generation} released.", generation=number)
 
 
 @implementer(IControlTarget)

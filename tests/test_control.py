@@ -204,6 +204,7 @@ class CommandTests(SynchronousTestCase):
         self.registry.refused()
         first = next(iter(self.registry))
         first.queued_cleartext = 77
+        self.registry.queue_account.queued = 77
         self.registry.handshake_done(first)
         self.registry.handshake_failed(first, "no shared cipher")
         self.io.target.current = 2

@@ -188,8 +188,10 @@ class HandshakeAndCounterTests(SynchronousTestCase):
         a = registry.open("in", LOCAL, remote(1), None, 1)
         b = registry.open("in", LOCAL, remote(2), None, 1)
         c = registry.open("in", LOCAL, remote(3), None, 1)
+        # The protocol keeps the per-connection and the shared totals.
         a.queued_cleartext = 100
         b.queued_cleartext = 23
+        registry.queue_account.queued = 123
         registry.close(c)
         self.assertEqual(
             registry.info(),
