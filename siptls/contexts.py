@@ -432,9 +432,53 @@ class SIPTLSTransport(TLSMemoryBIOProtocol):
     generation: ContextGeneration | None = None
     verify_errors: list[tuple[int, int]] | None = None
 
+    _eof = False
+
     def makeConnection(self, transport: Any) -> None:
         self.lowerTransport = transport
         super().makeConnection(transport)
+
+    # Twisted learns that a memory BIO is empty from a WantReadError, which
+    # pyOpenSSL raises at a cost of several microseconds: twice per request
+    # and reply.  Asking OpenSSL how many bytes the BIOs hold answers the
+    # same question for a fraction of that.  Both fall back to Twisted's own
+    # code when pyOpenSSL's connection lacks the attributes used, and while
+    # the connection is closing (where Twisted's error handling matters).
+
+    def _flushSendBIO(self) -> None:
+        connection = self._tlsConnection
+        outgoing = getattr(connection, "_from_ssl", None)
+        if outgoing is None:
+            super()._flushSendBIO()
+            return
+        pending = _lib.BIO_get_mem_data(outgoing, _ffi.NULL)
+        if pending > 0:
+            self.transport.write(connection.bio_read(pending))
+
+    def _flushReceiveBIO(self) -> None:
+        connection = self._tlsConnection
+        incoming = getattr(connection, "_into_ssl", None)
+        if incoming is None or self._eof:
+            super()._flushReceiveBIO()
+            return
+        while not self._lostTLSConnection:
+            if _lib.BIO_get_mem_data(incoming, _ffi.NULL) <= 0 and connection.pending() <= 0:
+                break
+            try:
+                data = connection.recv(65536)
+            except SSL.WantReadError:
+                break
+            except SSL.Error:
+                # Closing, alerts, failed renegotiation: Twisted's handling.
+                super()._flushReceiveBIO()
+                return
+            if not self._aborted:
+                self.wrappedProtocol.dataReceived(data)
+        self._flushSendBIO()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._eof = True
+        super().connectionLost(reason)
 
     def record_verify_error(self, depth: int, errno: int) -> None:
         if self.verify_errors is None:
