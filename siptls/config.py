@@ -343,6 +343,8 @@ class TLSConfig:
     max_send_buffer: int = 1024 * 1024
     watch_certificates: bool = False
     identity_check_ip: bool = False
+    keepalive_interval: float = 0.0
+    keepalive_timeout: float = 10.0
     params: Mapping[str, str] = attrs.field(
         default=MappingProxyType({}), hash=False, converter=_frozen_map
     )
@@ -474,6 +476,13 @@ def _parse_seconds(raw: str) -> float:
     return value
 
 
+def _parse_seconds_or_off(raw: str) -> float:
+    """A number of seconds, or 0 for "off"."""
+    if raw.strip() in ("0", "0.0", "off"):
+        return 0.0
+    return _parse_seconds(raw)
+
+
 def _parse_method(raw: str) -> str:
     word = raw.strip().lower()
     if word in ("sslv2", "sslv3"):
@@ -588,6 +597,8 @@ def _global_value_parsers(cwd: str) -> dict[str, Callable[[str], Any]]:
         "max_send_buffer": _int_parser(1024, 2**31 - 1),
         "watch_certificates": _parse_bool,
         "identity_check_ip": _parse_bool,
+        "keepalive_interval": _parse_seconds_or_off,
+        "keepalive_timeout": _parse_seconds,
     }
 
 
