@@ -251,6 +251,8 @@ class OutgoingProtocol(SIPTLSProtocol):
     """
 
     identity: IdentityVerdict | None = None
+    pings_sent = 0
+    pongs_received = 0
 
     def __init__(self, factory: SIPTLSFactory, flow: _Flow) -> None:
         super().__init__(factory, "out")
@@ -314,6 +316,7 @@ class OutgoingProtocol(SIPTLSProtocol):
         if self.transport is None or self._pong_timer is not None:
             return
         self.transport.write(_PING)
+        self.pings_sent += 1
         timeout = self.flow.pool.keepalive_timeout()
         self._pong_timer = self.factory.clock.callLater(timeout, self._dead, timeout)
 
@@ -321,6 +324,7 @@ class OutgoingProtocol(SIPTLSProtocol):
         timer, self._pong_timer = self._pong_timer, None
         if timer is not None and timer.active():
             timer.cancel()
+            self.pongs_received += 1
 
     def _dead(self, timeout: float) -> None:
         self._pong_timer = None

@@ -433,6 +433,37 @@ class ReuseTests(OutgoingTestCase):
         self.assertIn("con_ct_wq_max", str(error))
 
 
+class KeepAliveTests(OutgoingTestCase):
+    @defer.inlineCallbacks
+    def test_pings_answered(self) -> Any:
+        """With keepalive_interval, the flow pings; siptls answers each ping with a pong."""
+        peer, port = self.peer()
+        sender, recorder = self.client(
+            params={"keepalive_interval": "0.1", "keepalive_timeout": "1"}
+        )
+        connection = yield sender.send(
+            options_request("sips:x"), ("127.0.0.1", port), server_name=NAME
+        )
+        for _ in range(100):
+            if connection.pongs_received >= 3:
+                break
+            yield deferLater(0.02)
+        self.assertGreaterEqual(connection.pongs_received, 3)
+        self.assertEqual(recorder.closed, [])
+        self.assertIsNotNone(connection.transport)
+
+    @defer.inlineCallbacks
+    def test_off_by_default(self) -> Any:
+        """Without keepalive_interval no ping is sent."""
+        peer, port = self.peer()
+        sender, _ = self.client()
+        connection = yield sender.send(
+            options_request("sips:x"), ("127.0.0.1", port), server_name=NAME
+        )
+        yield deferLater(0.2)
+        self.assertEqual(connection.pings_sent, 0)
+
+
 class ResolutionTests(OutgoingTestCase):
     def dns_server(self, records: dict[str, list[Any]]) -> Any:
         """A DNS server on loopback answering from ``records``; returns a client resolver."""
