@@ -162,7 +162,7 @@ def _describe_connection(connection: OutgoingProtocol, lines: list[str]) -> None
         lines.append(f"peer certificate: notAfter {peer.not_after.isoformat()}")
     else:
         lines.append("peer certificate: none")
-    domain = connection.transport.domain if connection.transport is not None else None
+    domain = getattr(connection.transport, "domain", None)
     verifies = domain is not None and domain.settings.verify_peer
     if not verifies:
         lines.append(
