@@ -344,6 +344,8 @@ class TLSConfig:
     watch_certificates: bool = False
     watch_interval: float = 5.0
     identity_check_ip: bool = False
+    keepalive_interval: float = 0.0
+    keepalive_timeout: float = 10.0
     # Not in repr: the parameters may hold private_key_password.
     params: Mapping[str, str] = attrs.field(
         default=MappingProxyType({}), hash=False, converter=_frozen_map, repr=False
@@ -476,6 +478,13 @@ def _parse_seconds(raw: str) -> float:
     return value
 
 
+def _parse_seconds_or_off(raw: str) -> float:
+    """A number of seconds, or 0 for "off"."""
+    if raw.strip() in ("0", "0.0", "off"):
+        return 0.0
+    return _parse_seconds(raw)
+
+
 def _parse_method(raw: str) -> str:
     word = raw.strip().lower()
     if word in ("sslv2", "sslv3"):
@@ -591,6 +600,8 @@ def _global_value_parsers(cwd: str) -> dict[str, Callable[[str], Any]]:
         "watch_certificates": _parse_bool,
         "watch_interval": _parse_seconds,
         "identity_check_ip": _parse_bool,
+        "keepalive_interval": _parse_seconds_or_off,
+        "keepalive_timeout": _parse_seconds,
     }
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import attrs
 from twisted.application.service import MultiService
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IResolver
 from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -44,8 +45,10 @@ from siptls.contexts import (
 )
 from siptls.errors import ConfigError
 from siptls.generation import ConfigLoader, LoadResult
-from siptls.interfaces import IControlTarget, ISIPApplication
+from siptls.interfaces import IControlTarget, ISIPApplication, ISIPConnection
 from siptls.listen import DEFAULT_LISTEN, ListenAddress, parse_listen
+from siptls.message import SIPMessage
+from siptls.outgoing import ConnectionPool, TargetLike
 from siptls.protocol import ConnectionLimits, ConnectionSweeper, SIPTLSFactory
 from siptls.registry import ConnectionRegistry
 from siptls.transport import listen_direct
@@ -97,6 +100,7 @@ class SIPTLSService(MultiService):
         workdir: str | None = None,
         reactor: Any = None,
         control_path: str | None = None,
+        resolver: IResolver | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -145,6 +149,7 @@ class SIPTLSService(MultiService):
                 control_path, lambda: ControlLocator(self.registry, target), reactor
             )
             self.control.setServiceParent(self)
+        self._init_outgoing(resolver)
 
     @property
     def generation(self) -> ContextGeneration:
@@ -258,6 +263,36 @@ class SIPTLSService(MultiService):
             self.reactor.callFromThread(self._reload_on_signal)
 
         self._previous_sighup = signal.signal(signal.SIGHUP, on_sighup)
+
+    # -- outgoing connections (siptls.outgoing) -----------------------------
+
+    def _init_outgoing(self, resolver: IResolver | None) -> None:
+        factory = SIPTLSFactory(self.application, self.registry, self.reactor, self.limits, "out")
+        factory.queue_account = self.factory.queue_account  # ct_wq_max counts both ways
+        self.outgoing = ConnectionPool(
+            factory, lambda: self.generation, self.reactor, resolver
+        )
+        self.outgoing.setServiceParent(self)
+
+    def send(
+        self,
+        message: bytes | SIPMessage,
+        target: TargetLike,
+        *,
+        server_name: str | None = None,
+        server_id: str | None = None,
+    ) -> Deferred[ISIPConnection]:
+        """Send ``message`` to ``target`` over TLS; see :meth:`siptls.outgoing.ConnectionPool.send`.
+
+        ``target`` is a ``sips:`` URI, a ``sip:...;transport=tls`` URI,
+        ``"host:port"`` or ``(host, port)``.  ``server_id`` and
+        ``server_name`` choose the client TLS domain as Kamailio's XAVPs do;
+        ``server_name`` also replaces the target host as SNI and as the name
+        the peer certificate must carry.
+        """
+        return self.outgoing.send(  # type: ignore[return-value]
+            message, target, server_name=server_name, server_id=server_id
+        )
 
     def _reload_on_signal(self) -> None:
         log.info("SIGHUP: reloading the TLS configuration.")
