@@ -1,4 +1,4 @@
-"""The embedding example of docs/embedding.rst, run exactly as written."""
+"""The embedding example of README.rst (and docs/embedding.rst), run exactly as written."""
 
 from __future__ import annotations
 
@@ -13,24 +13,32 @@ from siptls.errors import IdentityError
 from tests.interop.support import free_port
 from tests.test_outgoing import NAME, OutgoingTestCase
 
-DOC = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "embedding.rst"
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "embedding.rst")
+README = os.path.join(ROOT, "README.rst")
+
+
+def code_block(path: str) -> str:
+    """The first python code block of a reStructuredText file, dedented."""
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    match = re.search(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text)
+    assert match is not None, f"{path} has no python code block"
+    return "\n".join(line[4:] for line in match.group(1).splitlines()).strip() + "\n"
 
 
 def example_namespace() -> dict[str, Any]:
-    """Execute the python code block of docs/embedding.rst; return its globals."""
-    with open(DOC, encoding="utf-8") as handle:
-        text = handle.read()
-    match = re.search(r"\.\. code-block:: python\n\n((?:    .*\n|\n)+)", text)
-    assert match is not None, "docs/embedding.rst has no python code block"
-    code = "\n".join(line[4:] for line in match.group(1).splitlines())
+    """Execute the python code block of README.rst; return its globals."""
     namespace: dict[str, Any] = {"__name__": "embedding_example"}
-    exec(compile(code, DOC, "exec"), namespace)
+    exec(compile(code_block(README), README, "exec"), namespace)
     return namespace
 
 
 class EmbeddingExampleTests(OutgoingTestCase):
+    def test_docs_match_readme(self) -> None:
+        """docs/embedding.rst shows the same code as the README."""
+        self.assertEqual(code_block(DOC), code_block(README))
+
     def start_example(self) -> tuple[dict[str, Any], Any]:
         example = example_namespace()
         client_cert, client_key = self.material.leaf(common_name="carrier client")
