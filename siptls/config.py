@@ -346,6 +346,7 @@ class TLSConfig:
     identity_check_ip: bool = False
     keepalive_interval: float = 0.0
     keepalive_timeout: float = 10.0
+    log_connections: bool = True
     # Not in repr: the parameters may hold private_key_password.
     params: Mapping[str, str] = attrs.field(
         default=MappingProxyType({}), hash=False, converter=_frozen_map, repr=False
@@ -602,6 +603,7 @@ def _global_value_parsers(cwd: str) -> dict[str, Callable[[str], Any]]:
         "identity_check_ip": _parse_bool,
         "keepalive_interval": _parse_seconds_or_off,
         "keepalive_timeout": _parse_seconds,
+        "log_connections": _parse_bool,
     }
 
 

@@ -78,6 +78,7 @@ class ConnectionLimits:
     handshake_timeout: float = 10.0
     connection_timeout: float = 600.0
     send_close_notify: bool = False
+    log_connections: bool = True
 
 
 @implementer(IHandshakeListener, ISIPConnection, IPushProducer)
@@ -253,6 +254,15 @@ class SIPTLSProtocol(Protocol):
             record.peer_serial = info.peer.serial
             record.peer_not_after = info.peer.not_after.isoformat()
         self.factory.registry.handshake_done(record)
+        if self.factory.limits.log_connections:
+            self._log_established(record, info)
+        queued, self._queue = self._queue, None
+        if queued:
+            self._release_queue(queued)
+            self._write(b"".join(queued))
+        self.factory.application.connectionOpened(self)
+
+    def _log_established(self, record: ConnectionRecord, info: TLSInfo) -> None:
         log.info(
             "TLS connection {connection_id} {direction} {peer} established: {version} {cipher}, "
             "domain {domain} ({reason}), server name {sni}, peer certificate: {verification}.",
@@ -266,11 +276,6 @@ class SIPTLSProtocol(Protocol):
             sni=info.server_name,
             verification=info.verification,
         )
-        queued, self._queue = self._queue, None
-        if queued:
-            self._release_queue(queued)
-            self._write(b"".join(queued))
-        self.factory.application.connectionOpened(self)
 
     def dataReceived(self, data: bytes) -> None:
         record = self.record
@@ -334,7 +339,7 @@ class SIPTLSProtocol(Protocol):
                 reason=why,
                 connection_id=record.id,
             )
-        else:
+        elif self.factory.limits.log_connections:
             log.info(
                 "TLS connection {connection_id} with {peer} closed: {reason}; "
                 "{messages_in} messages in, {messages_out} out.",

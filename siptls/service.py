@@ -81,6 +81,7 @@ def limits_for(config: TLSConfig) -> ConnectionLimits:
         handshake_timeout=config.handshake_timeout,
         connection_timeout=max(float(config.connection_timeout), 0.0),
         send_close_notify=config.send_close_notify,
+        log_connections=config.log_connections,
     )
 
 

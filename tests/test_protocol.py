@@ -236,3 +236,64 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIn("con_ct_wq_max", str(caught.exception))
         pump.flush()
         self.assertEqual(self.server.sip_factory.queue_account.queued, 0)
+
+
+class ConnectionLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.ca = trustme.CA()
+
+    def run_connection(self, log_connections: bool) -> list[str]:
+        import os
+
+        path = self.mktemp()
+        os.makedirs(path)
+        server = Server(
+            generation_for(self.ca, path),
+            OptionsResponder(),
+            limits=ConnectionLimits(log_connections=log_connections),
+        )
+        client = RecordingClient()
+        client_tls, _, pump = server.connect(trusting_client(self.ca.cert_pem.bytes()), client)
+        pump.flush()
+        client_tls.write(options())
+        pump.flush()
+        client_tls.loseConnection()
+        pump.flush()
+        return [
+            str(e.get("log_format")) for e in self.events if e.get("log_namespace") == "siptls.connection"
+        ]
+
+    def test_connection_lines(self) -> None:
+        """Opened and closed lines carry peer, version and cipher; log_connections=no drops them."""
+        lines = self.run_connection(True)
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn("established: {version} {cipher}", lines[0])
+        self.assertIn("closed: {reason}", lines[1])
+        opened = [e for e in self.events if "established" in str(e.get("log_format"))][0]
+        self.assertEqual(opened["version"], "TLSv1.3")
+        self.assertEqual(opened["peer"], "127.0.0.1:40000")
+        self.events.clear()
+        self.assertEqual(self.run_connection(False), [])
+
+    def test_failures_always_logged(self) -> None:
+        """A failed handshake is logged even with log_connections=no."""
+        import os
+
+        path = self.mktemp()
+        os.makedirs(path)
+        server = Server(
+            generation_for(self.ca, path),
+            OptionsResponder(),
+            limits=ConnectionLimits(log_connections=False),
+        )
+        other_ca = trustme.CA()
+        client = RecordingClient()
+        _, _, pump = server.connect(trusting_client(other_ca.cert_pem.bytes()), client)
+        pump.flush()
+        failures = [e for e in self.events if "handshake with" in str(e.get("log_format"))]
+        self.assertEqual(len(failures), 1)
