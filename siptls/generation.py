@@ -67,9 +67,18 @@ def build_generation(
     for domain in config.domains:
         contexts[id(domain)] = build_context(settings_for(domain, config), keylog, record=domain)
 
+    # Accepted connections come from a handful of local addresses: remember
+    # the answer instead of parsing the address for every connection.
+    by_socket: dict[tuple[str, int], tuple[DomainContext, str]] = {}
+
     def select_socket(host: str, port: int) -> tuple[DomainContext, str]:
-        domain, reason = table.server_for_socket(host, port)
-        return contexts[id(domain)], reason
+        choice = by_socket.get((host, port))
+        if choice is None:
+            domain, reason = table.server_for_socket(host, port)
+            choice = contexts[id(domain)], reason
+            if len(by_socket) < 1024:
+                by_socket[(host, port)] = choice
+        return choice
 
     def select_name(initial: DomainContext, name: str) -> tuple[DomainContext, str] | None:
         choice = table.server_for_sni(initial.record, name)
