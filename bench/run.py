@@ -96,6 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny scenarios: a smoke test in seconds")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is kept")
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin the server to CPU 0 and the load generators to CPU 1 "
+        "(pinning is the default on machines with 2 or more CPUs: it keeps the two "
+        "from competing for one core, which makes runs far less noisy)",
+    )
     p.add_argument("--servers", default="siptls,kamailio,standin", help="comma-separated")
     p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     p.add_argument("--out", default="bench/results", help="directory for JSON, table and plot")
@@ -301,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.idle_steps:
         sizes["idle"]["steps"] = tuple(int(x) for x in args.idle_steps.split(","))
     nofile = raise_nofile()
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.pin and len(cpus) >= 2:
+        servers.Server.cpus = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))
+        print(f"pinned: servers on CPU {cpus[0]}, load generators on CPU {cpus[1:]}")
     if "idle" in wanted and sizes["idle"]["steps"][-1] + 200 > nofile:
         print(f"open-file limit is {nofile}; idle steps capped below it")
         sizes["idle"]["steps"] = tuple(min(s, nofile - 200) for s in sizes["idle"]["steps"])

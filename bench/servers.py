@@ -117,6 +117,9 @@ def default_twistd() -> str | None:
 class Server:
     """One running server process (tree)."""
 
+    #: CPUs the server processes may run on (None: any); set by run.py's --pin.
+    cpus: set[int] | None = None
+
     def __init__(self, name: str, argv: list[str], workdir: Path, port: int) -> None:
         self.name = name
         self.argv = argv
@@ -131,8 +134,18 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         log = open(self.log_path, "wb")
+        cpus = self.cpus
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pin if cpus else None,
         )
         log.close()
         deadline = time.monotonic() + timeout
