@@ -203,25 +203,65 @@ def split_header_block(block: bytes) -> list[tuple[bytes, bytes]]:
     and whitespace around the colon and the value does not count.  Raises
     :class:`HeaderLineError` for a line that is not ``name: value``.
     """
+    return _split(block)[0]
+
+
+def _split(block: bytes) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    """:func:`split_header_block`, plus the Content-Length values met on the way.
+
+    This runs for every message, so the common case (CRLF line ends, no
+    folding, known header names) takes one pass; anything unusual is redone
+    by :func:`_split_carefully`.
+    """
+    fields: list[tuple[bytes, bytes]] = []
+    lengths: list[bytes] = []
     if not block:
-        return []
-    if b"\n " in block or b"\n\t" in block:
-        block = _FOLD.sub(b" ", block)
-    # Bare-LF line ends are tolerated: split at LF, and the CR of a CRLF
-    # goes with the value's trailing whitespace.
-    lines = block.split(b"\n")
+        return fields, lengths
+    lines = block.split(b"\r\n")
+    if block.count(b"\n") != len(lines) - 1:
+        return _split_carefully(block)  # bare-LF line ends
+    append = fields.append
     cache = _NAME_CACHE.get
-    parts = [line.partition(b":") for line in lines]
-    fields = [
-        (cache(name) or canonical_name(name), value.strip(b" \t\r"))
-        for name, colon, value in parts
-        if colon
-    ]
-    if len(fields) != len(parts):
-        bad = next(line for line, (_, colon, _) in zip(lines, parts) if not colon)
-        shown = bad.rstrip(b"\r")[:60].decode("latin-1")
-        raise HeaderLineError(f"The header line {shown!r} is not 'name: value'.")
-    return fields
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        canonical = cache(name)
+        if canonical is None:
+            if line[:1] in _FOLDING:
+                return _split_carefully(block)  # a folded continuation line
+            if not colon:
+                raise _not_a_header(line)
+            canonical = canonical_name(name)
+        value = value.strip()
+        if canonical == b"content-length":
+            lengths.append(value)
+        append((canonical, value))
+    return fields, lengths
+
+
+_FOLDING: Final = (b" ", b"\t")
+
+
+def _not_a_header(line: bytes) -> HeaderLineError:
+    shown = line.rstrip(b"\r")[:60].decode("latin-1")
+    return HeaderLineError(f"The header line {shown!r} is not 'name: value'.")
+
+
+def _split_carefully(block: bytes) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+    # RFC 3261 §7.3.1: a line starting with whitespace continues the one
+    # before it; replace the line break and the whitespace with one space.
+    block = _FOLD.sub(b" ", block).replace(b"\r\n", b"\n")
+    fields: list[tuple[bytes, bytes]] = []
+    lengths: list[bytes] = []
+    for line in block.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise _not_a_header(line)
+        canonical = canonical_name(name)
+        value = value.strip()
+        if canonical == b"content-length":
+            lengths.append(value)
+        fields.append((canonical, value))
+    return fields, lengths
 
 
 Event = Message | Ping | Pong | FramingError | NeedData
@@ -333,8 +373,8 @@ class SIPFramer:
         else:
             start, block = head[:newline], head[newline + 1 :]
         try:
-            fields: list[tuple[bytes, bytes]] | None = split_header_block(block)
-            lengths = [value for name, value in fields if name == b"content-length"]  # type: ignore[union-attr]
+            fields: list[tuple[bytes, bytes]] | None
+            fields, lengths = _split(block)
         except HeaderLineError:
             # The parser will say what is wrong; framing only needs the length.
             fields = None
