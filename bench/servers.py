@@ -24,7 +24,8 @@ from bench import loadgen
 HERE = Path(__file__).resolve().parent
 
 SIPTLS_TEMPLATE = (
-    "{twistd} -n --pidfile= siptls --no-control --param tls_max_connections=30000 --param log_connections=no --listen tls:127.0.0.1:{port} "
+    "{twistd} -n --pidfile= siptls --no-control --param tls_max_connections=30000 "
+    "--param log_connections=no --listen tls:127.0.0.1:{port} "
     "--certificate {cert} --private-key {key}"
 )
 

@@ -44,9 +44,11 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from siptls.certinfo import CertificateFacts
@@ -75,10 +77,7 @@ VERSIONS: Final[dict[str, int]] = {
 }
 
 _BASE_OPTIONS: Final = (
-    SSL.OP_NO_COMPRESSION
-    | SSL.OP_CIPHER_SERVER_PREFERENCE
-    | SSL.OP_NO_SSLv2
-    | SSL.OP_NO_SSLv3
+    SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3
 )
 _NO_RENEGOTIATION: Final = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
 X509_V_ERR_CERT_CHAIN_TOO_LONG: Final = 22
@@ -310,8 +309,10 @@ def _load_identity(settings: ContextSettings, context: SSL.Context) -> Certifica
     chain = _load_chain(settings, chain_pem)
     key_path = settings.private_key or settings.certificate
     key = _load_key(settings, _read(settings, "private_key", key_path))
-    leaf_public = chain[0].public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    leaf_public = (
+        chain[0]
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     key_public = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -345,7 +346,9 @@ def _load_trust(settings: ContextSettings, context: SSL.Context) -> None:
             )
         except SSL.Error as error:
             key = "ca_list" if settings.ca_list else "ca_path"
-            raise _config_error(settings, key, f"OpenSSL could not load the CAs: {error}.") from None
+            raise _config_error(
+                settings, key, f"OpenSSL could not load the CAs: {error}."
+            ) from None
         if settings.ca_list and settings.role == "server":
             cas = _load_chain_file(settings, "ca_list", settings.ca_list)
             context.set_client_ca_list(
@@ -397,7 +400,9 @@ def _make_verify_callback(
     depth_limit = settings.verify_depth
     accept_anything = settings.accept_unknown_ca
 
-    def verify(connection: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    def verify(
+        connection: SSL.Connection, _cert: crypto.X509, errno: int, depth: int, ok: int
+    ) -> bool:
         # OpenSSL's depth counts intermediates: leaf (0), up to ``depth_limit``
         # intermediates, then the trust anchor.  Server contexts leave the
         # check to this callback, because an SNI switch keeps the first
@@ -428,6 +433,7 @@ class SIPTLSTransport(TLSMemoryBIOProtocol):
     """
 
     lowerTransport: Any = None
+    transport: Any
     domain: DomainContext | None = None
     domain_reason: str | None = None
     generation: ContextGeneration | None = None
@@ -487,7 +493,7 @@ class SIPTLSTransport(TLSMemoryBIOProtocol):
                 self.wrappedProtocol.dataReceived(data)
         self._flushSendBIO()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._eof = True
         super().connectionLost(reason)
 
@@ -546,7 +552,8 @@ class ServerConnectionCreator:
                 domain.context.set_tlsext_servername_callback(self._server_name)
                 self._prepared.add(domain.context)
 
-    def serverConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        assert isinstance(tlsProtocol, SIPTLSTransport)
         generation = self.generation
         host = tlsProtocol.lowerTransport.getHost()
         domain, reason = generation.select_socket(host.host, host.port)
@@ -591,7 +598,8 @@ class ClientConnectionCreator:
         self.domain = domain
         self.server_name = server_name
 
-    def clientConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        assert isinstance(tlsProtocol, SIPTLSTransport)
         tlsProtocol.domain = self.domain
         connection = SSL.Connection(self.domain.context, None)
         if self.server_name:

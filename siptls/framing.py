@@ -271,9 +271,7 @@ Event = Message | Ping | Pong | FramingError | NeedData
 #   HCOLON  =  *( SP / HTAB ) ":" SWS
 # Names are case-insensitive.  The value is everything to the end of the
 # line; it is checked below so that "-5", "five" and "" are all refused.
-_CONTENT_LENGTH = re.compile(
-    rb"(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
-)
+_CONTENT_LENGTH = re.compile(rb"(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 _DIGITS = re.compile(rb"[0-9]{1,10}")
 
 _PING: Final = Ping()
@@ -419,8 +417,7 @@ class SIPFramer:
         else:
             if not values:
                 self._fail(
-                    "The message has no Content-Length header, which a stream transport "
-                    "requires.",
+                    "The message has no Content-Length header, which a stream transport requires.",
                     400,
                     head,
                 )

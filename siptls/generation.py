@@ -168,5 +168,3 @@ class ConfigLoader:
                     key="keylog_file",
                 ) from None
         return self._keylog
-
-

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from siptls.message import Request, Response, SIPMessage
 
 __all__ = ["IControlTarget", "ISIPApplication", "ISIPConnection"]
 
@@ -18,7 +25,7 @@ class ISIPConnection(Interface):
         "A siptls.tlsinfo.TLSInfo with the negotiated TLS facts, or None before the handshake."
     )
 
-    def send(message: object) -> None:
+    def send(message: bytes | SIPMessage) -> None:
         """Send a SIP message (bytes, or a siptls.message.SIPMessage).
 
         Before the handshake completes the bytes are queued and sent in
@@ -26,7 +33,12 @@ class ISIPConnection(Interface):
         or the connection cannot take them.
         """
 
-    def reply(request: object, status: int, reason: str | None = None, headers: object = ()) -> None:
+    def reply(
+        request: SIPMessage,
+        status: int,
+        reason: str | None = None,
+        headers: Iterable[tuple[bytes, bytes]] | bytes = (),
+    ) -> None:
         """Send a response to ``request`` on this connection (RFC 3261 §18.2.2).
 
         ``headers`` are extra ``(name, value)`` pairs, or lines already
@@ -43,10 +55,10 @@ class ISIPApplication(Interface):
     Every method is called in the reactor thread and must not block.
     """
 
-    def requestReceived(request: object, connection: ISIPConnection) -> None:
+    def requestReceived(request: Request, connection: ISIPConnection) -> None:
         """A well-formed request arrived (a siptls.message.Request)."""
 
-    def responseReceived(response: object, connection: ISIPConnection) -> None:
+    def responseReceived(response: Response, connection: ISIPConnection) -> None:
         """A response arrived (a siptls.message.Response)."""
 
     def connectionOpened(connection: ISIPConnection) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from siptls.errors import ProtocolError
@@ -84,7 +84,9 @@ _TOKEN = TOKEN
 # Request-Line  =  Method SP Request-URI SP SIP-Version CRLF
 # The URI is any run of non-space bytes that starts with a scheme; a URI in
 # <> or with spaces in it is refused here (RFC 4475 §3.1.2.7, §3.1.2.8).
-_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([A-Za-z][A-Za-z0-9+.\-]*:[^ <>]+) (SIP/[0-9]+\.[0-9]+)")
+_REQUEST_LINE = re.compile(
+    rb"(" + _TOKEN + rb") ([A-Za-z][A-Za-z0-9+.\-]*:[^ <>]+) (SIP/[0-9]+\.[0-9]+)"
+)
 # Status-Line  =  SIP-Version SP Status-Code SP Reason-Phrase CRLF
 _STATUS_LINE = re.compile(rb"(SIP/[0-9]+\.[0-9]+) ([0-9]{3}) ([^\r\n]*)")
 _FOLD = re.compile(rb"\r?\n[ \t]+")
@@ -95,6 +97,7 @@ _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 # Single-valued fields a request must carry exactly once (RFC 3261 §8.1.1).
 _REQUIRED_ONCE: Final = (b"to", b"from", b"call-id", b"cseq")
+
 
 def _canonical(name: bytes) -> bytes:
     try:
@@ -327,8 +330,6 @@ def _check_request(request: Request) -> None:
         )
 
 
-
-
 def _parse_response(start: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
     match = _STATUS_LINE.fullmatch(start)
     if match is None:
@@ -433,7 +434,6 @@ _COPIED: Final = {
     b"call-id": b"Call-ID: ",
     b"cseq": b"CSeq: ",
 }
-_PHRASES: Final = {code: b"SIP/2.0 %d %s" % (code, text.encode()) for code, text in _REASONS.items()}
-
-
-
+_PHRASES: Final = {
+    code: b"SIP/2.0 %d %s" % (code, text.encode()) for code, text in _REASONS.items()
+}

@@ -86,7 +86,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IResolv
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -198,7 +198,8 @@ class OutgoingConnectionCreator:
         self.allow_wildcards = allow_wildcards
         self.verdict: IdentityVerdict | None = None
 
-    def clientConnectionForTLS(self, tlsProtocol: SIPTLSTransport) -> SSL.Connection:
+    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        assert isinstance(tlsProtocol, SIPTLSTransport)
         tlsProtocol.domain = self.domain
         tlsProtocol.domain_reason = self.reason
         tlsProtocol.generation = self.generation

@@ -87,6 +87,9 @@ class SIPTLSProtocol(Protocol):
 
     direction = "in"
     tls: TLSInfo | None = None
+    # Twisted's TLS transport (siptls.contexts.SIPTLSTransport), which has
+    # more than ITransport says (producers, abortConnection, getHandle).
+    transport: Any
 
     def __init__(self, factory: SIPTLSFactory, direction: str = "in") -> None:
         self.factory = factory
@@ -506,7 +509,9 @@ class ConnectionSweeper:
         for record in self.registry:
             if record.state == "handshaking":
                 if record.created <= handshake_deadline:
-                    self._expire(record, f"no TLS handshake within {self.limits.handshake_timeout:g} s")
+                    self._expire(
+                        record, f"no TLS handshake within {self.limits.handshake_timeout:g} s"
+                    )
             elif idle_deadline is not None and record.last_activity <= idle_deadline:
                 self._expire(record, f"idle for {idle_timeout:g} s (connection_timeout)")
 
@@ -521,9 +526,7 @@ def _address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _describe_loss(
-    reason: Failure, verify_errors: list[tuple[int, int]] | None = None
-) -> str:
+def _describe_loss(reason: Failure, verify_errors: list[tuple[int, int]] | None = None) -> str:
     """Why a connection ended, in words for the log and the registry.
 
     OpenSSL reports every refused certificate as "certificate verify

@@ -40,7 +40,9 @@ def fingerprint(certificate_pem: bytes) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
-def ensure_self_signed(directory: str | os.PathLike[str], hostname: str | None = None) -> SelfSigned:
+def ensure_self_signed(
+    directory: str | os.PathLike[str], hostname: str | None = None
+) -> SelfSigned:
     """Return the self-signed pair in ``directory``, creating it if absent."""
     folder = Path(directory)
     cert_path = folder / CERTIFICATE_NAME

@@ -227,7 +227,7 @@ class SIPTLSService(MultiService):
             self.ports.append(port)
             log.info(
                 "Listening for SIP over TLS on {address}.",
-                address=str(ListenAddress(address.host, port.getHost().port)),
+                address=str(ListenAddress(address.host, getattr(port.getHost(), "port", 0))),
             )
         self.started_at = self.reactor.seconds()
         self.sweeper.start()
@@ -270,9 +270,7 @@ class SIPTLSService(MultiService):
     def _init_outgoing(self, resolver: IResolver | None) -> None:
         factory = SIPTLSFactory(self.application, self.registry, self.reactor, self.limits, "out")
         factory.queue_account = self.factory.queue_account  # ct_wq_max counts both ways
-        self.outgoing = ConnectionPool(
-            factory, lambda: self.generation, self.reactor, resolver
-        )
+        self.outgoing = ConnectionPool(factory, lambda: self.generation, self.reactor, resolver)
         self.outgoing.setServiceParent(self)
 
     def send(
@@ -304,9 +302,7 @@ class SIPTLSService(MultiService):
 
     def _reload_on_change(self, changed: list[str]) -> None:
         """The watcher saw ``changed`` files change: reload (it logs a refusal once)."""
-        log.info(
-            "Reloading the TLS configuration: {files} changed.", files=", ".join(changed)
-        )
+        log.info("Reloading the TLS configuration: {files} changed.", files=", ".join(changed))
         self.reload()
 
     def _generation_released(self, number: int, idle: bool = False) -> None:
@@ -336,7 +332,9 @@ class ServiceControl:
             return 0.0
         return float(self.service.reactor.seconds() - started)
 
-    def options(self) -> tuple[list[tuple[str, object]], list[tuple[str, list[tuple[str, object]]]]]:
+    def options(
+        self,
+    ) -> tuple[list[tuple[str, object]], list[tuple[str, list[tuple[str, object]]]]]:
         """Every effective module parameter, and each domain's effective settings."""
         config = self.service.config
         hidden = {"domains", "params", "config_files"}

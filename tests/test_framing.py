@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from siptls.framing import NEED_DATA, FramingError, Message, Ping, Pong, SIPFramer
 
+
 def _torture_dir() -> pathlib.Path:
     """The RFC 4475/5118 corpus: $SIPTLS_TORTURE_DIR, else shared/ beside the checkout."""
     explicit = os.environ.get("SIPTLS_TORTURE_DIR")
@@ -34,8 +35,12 @@ def options(call_id: bytes = b"a", body: bytes = b"", compact: bool = False) -> 
         b"OPTIONS sip:x@example.com SIP/2.0\r\n"
         b"Via: SIP/2.0/TLS 127.0.0.1:5070;branch=z9hG4bK" + call_id + b"\r\n"
         b"From: <sip:a@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\n"
-        b"Call-ID: " + call_id + b"\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-        + length + b": %d\r\n\r\n" % len(body) + body
+        b"Call-ID: "
+        + call_id
+        + b"\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        + length
+        + b": %d\r\n\r\n" % len(body)
+        + body
     )
 
 
@@ -69,9 +74,7 @@ def frame_bytewise(data: bytes, **limits: int) -> list[object]:
 
 def describe(events: list[object]) -> list[object]:
     """Events as comparable values (errors by status and reason)."""
-    return [
-        ("error", e.status_hint, str(e)) if isinstance(e, FramingError) else e for e in events
-    ]
+    return [("error", e.status_hint, str(e)) if isinstance(e, FramingError) else e for e in events]
 
 
 class FramingCases(SynchronousTestCase):
@@ -161,11 +164,16 @@ class FramingCases(SynchronousTestCase):
     def test_header_limit(self) -> None:
         """A header block over the limit is 513, whether or not it ever ends."""
         long_header = b"OPTIONS sip:x SIP/2.0\r\nX: " + b"a" * 200
-        self.check(long_header, [FramingError("The SIP header block is longer than 100 bytes.", 513)],
-                   max_header_size=100)
-        self.check(long_header + b"\r\nl: 0\r\n\r\n",
-                   [FramingError("The SIP header block is longer than 100 bytes.", 513)],
-                   max_header_size=100)
+        self.check(
+            long_header,
+            [FramingError("The SIP header block is longer than 100 bytes.", 513)],
+            max_header_size=100,
+        )
+        self.check(
+            long_header + b"\r\nl: 0\r\n\r\n",
+            [FramingError("The SIP header block is longer than 100 bytes.", 513)],
+            max_header_size=100,
+        )
 
     def test_body_limit(self) -> None:
         """A Content-Length over the body limit is 513 before the body arrives."""
@@ -182,7 +190,10 @@ class FramingCases(SynchronousTestCase):
 
     def test_cr_without_lf(self) -> None:
         """A stray CR at a message boundary is a framing error."""
-        self.check(b"\rOPTIONS", [FramingError("A CR not followed by LF stands before a SIP start line.", 400)])
+        self.check(
+            b"\rOPTIONS",
+            [FramingError("A CR not followed by LF stands before a SIP start line.", 400)],
+        )
 
     def test_many_bare_lfs(self) -> None:
         """A flood of bare LFs is skipped without recursion problems."""
@@ -241,8 +252,9 @@ def stream_of(messages: list[bytes]) -> bytes:
 
 
 message_strategy = st.builds(
-    lambda call_id, body, compact, ping: (b"\r\n\r\n" if ping else b"")
-    + options(call_id, body, compact),
+    lambda call_id, body, compact, ping: (
+        (b"\r\n\r\n" if ping else b"") + options(call_id, body, compact)
+    ),
     st.binary(min_size=1, max_size=8).map(lambda b: b.hex().encode()),
     st.binary(max_size=64),
     st.booleans(),

@@ -24,7 +24,7 @@ REQUEST = (
     b"OPTIONS sip:x@example.com SIP/2.0\r\n"
     b"v: SIP/2.0/TLS a.example.com;branch=z9hG4bK1, SIP/2.0/TLS b.example.com;branch=z9hG4bK2\r\n"
     b"Via: SIP/2.0/TLS c.example.com\r\n ;branch=z9hG4bK3\r\n"
-    b"f: \"A, B\" <sip:a@example.com>;tag=77\r\n"
+    b'f: "A, B" <sip:a@example.com>;tag=77\r\n'
     b"t: <sip:x@example.com>\r\n"
     b"i: call-1\r\n"
     b"CSeq: 0005 OPTIONS\r\n"
@@ -85,11 +85,16 @@ class ParseTests(SynchronousTestCase):
         }
         for start, status in cases.items():
             with self.assertRaises(ProtocolError) as caught:
-                parse(start + REQUEST[REQUEST.index(b"\r\n"):])
+                parse(start + REQUEST[REQUEST.index(b"\r\n") :])
             self.assertEqual(caught.exception.status_hint, status, start)
         for bad, fragment in [
             (REQUEST.replace(b"i: call-1\r\n", b""), "no Call-ID"),
-            (REQUEST.replace(b"t: <sip:x@example.com>\r\n", b"t: <sip:x@example.com>\r\nTo: <sip:y@z>\r\n"), "2 To"),
+            (
+                REQUEST.replace(
+                    b"t: <sip:x@example.com>\r\n", b"t: <sip:x@example.com>\r\nTo: <sip:y@z>\r\n"
+                ),
+                "2 To",
+            ),
             (REQUEST.replace(b"0005 OPTIONS", b"1 INVITE"), "does not match"),
             (REQUEST.replace(b"0005 OPTIONS", b"4294967296 OPTIONS"), "2**31"),
             (REQUEST.replace(b"Max-Forwards: 70", b"Max-Forwards 70"), "not 'name: value'"),
@@ -116,9 +121,17 @@ class TortureParse(SynchronousTestCase):
 
     # Invalid messages siptls refuses; the others it accepts liberally, as RFC 4475 allows.
     REFUSED = {
-        "scalar02.dat": 400, "ltgtruri.dat": 400, "lwsruri.dat": 400, "lwsstart.dat": 400,
-        "trws.dat": 400, "badvers.dat": 505, "mismatch01.dat": 400, "mismatch02.dat": 400,
-        "bigcode.dat": 400, "insuf.dat": 400, "multi01.dat": 400,
+        "scalar02.dat": 400,
+        "ltgtruri.dat": 400,
+        "lwsruri.dat": 400,
+        "lwsstart.dat": 400,
+        "trws.dat": 400,
+        "badvers.dat": 505,
+        "mismatch01.dat": 400,
+        "mismatch02.dat": 400,
+        "bigcode.dat": 400,
+        "insuf.dat": 400,
+        "multi01.dat": 400,
     }
 
     def test_corpus(self) -> None:
@@ -200,5 +213,7 @@ class ResponseTests(SynchronousTestCase):
         request = parse(REQUEST, b"body")
         data = request.to_bytes()
         again = parse(data[: data.index(b"\r\n\r\n")], b"body")
-        self.assertEqual(again.headers, [h for h in request.headers if h[0] != b"content-length"]
-                         + [(b"content-length", b"4")])
+        self.assertEqual(
+            again.headers,
+            [h for h in request.headers if h[0] != b"content-length"] + [(b"content-length", b"4")],
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import trustme
-from twisted.internet.error import ConnectionDone
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -59,7 +58,9 @@ class ProtocolTests(SynchronousTestCase):
     def connect(self, **kwargs: object):  # type: ignore[no-untyped-def]
         client = RecordingClient()
         client_tls, server_tls, pump = self.server.connect(
-            trusting_client(self.ca.cert_pem.bytes()), client, **kwargs  # type: ignore[arg-type]
+            trusting_client(self.ca.cert_pem.bytes()),
+            client,
+            **kwargs,  # type: ignore[arg-type]
         )
         pump.flush()
         return client, client_tls, server_tls, pump
@@ -265,7 +266,9 @@ class ConnectionLogTests(SynchronousTestCase):
         client_tls.loseConnection()
         pump.flush()
         return [
-            str(e.get("log_format")) for e in self.events if e.get("log_namespace") == "siptls.connection"
+            str(e.get("log_format"))
+            for e in self.events
+            if e.get("log_namespace") == "siptls.connection"
         ]
 
     def test_connection_lines(self) -> None:

@@ -7,16 +7,38 @@ import pathlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-PURE = ["errors", "framing", "message", "config", "domains", "identity", "target", "listen",
-        "certinfo", "hostnames"]
+PURE = [
+    "errors",
+    "framing",
+    "message",
+    "config",
+    "domains",
+    "identity",
+    "target",
+    "listen",
+    "certinfo",
+    "hostnames",
+]
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "siptls"
 
 
 class PurityTests(SynchronousTestCase):
     def test_pure_modules(self) -> None:
         """No pure module imports twisted or OpenSSL, directly or through a siptls glue module."""
-        glue = {"contexts", "protocol", "service", "registry", "generation", "tlsinfo", "tap",
-                "resolve", "application", "control", "outgoing", "probe"}
+        glue = {
+            "contexts",
+            "protocol",
+            "service",
+            "registry",
+            "generation",
+            "tlsinfo",
+            "tap",
+            "resolve",
+            "application",
+            "control",
+            "outgoing",
+            "probe",
+        }
         for name in PURE:
             tree = ast.parse((PACKAGE / f"{name}.py").read_text())
             for node in ast.walk(tree):

@@ -39,7 +39,14 @@ class PluginTests(SynchronousTestCase):
         """twistd siptls --help lists the options."""
         result = twistd("siptls", "--help", cwd=self.mktemp_dir())
         self.assertEqual(result.returncode, 0, result.stderr)
-        for option in ("--listen", "--param", "--certificate", "--private-key", "--config", "--control"):
+        for option in (
+            "--listen",
+            "--param",
+            "--certificate",
+            "--private-key",
+            "--config",
+            "--control",
+        ):
             self.assertIn(option, result.stdout)
 
     def test_config_error_one_line(self) -> None:
@@ -47,8 +54,17 @@ class PluginTests(SynchronousTestCase):
         workdir = self.mktemp_dir()
         with open(os.path.join(workdir, "tls.cfg"), "w") as handle:
             handle.write("[server:default]\nmethod = TLSv9\n")
-        result = twistd("-n", "--pidfile=", "siptls", "--no-control", "--listen",
-                        "tls:127.0.0.1:5061", "--config", "tls.cfg", cwd=workdir)
+        result = twistd(
+            "-n",
+            "--pidfile=",
+            "siptls",
+            "--no-control",
+            "--listen",
+            "tls:127.0.0.1:5061",
+            "--config",
+            "tls.cfg",
+            cwd=workdir,
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertNotIn("Traceback", result.stderr + result.stdout)
         lines = result.stderr.strip().splitlines()
@@ -59,8 +75,15 @@ class PluginTests(SynchronousTestCase):
 
     def test_bad_listen(self) -> None:
         """A listen address that is not an IP is refused with one line."""
-        result = twistd("-n", "--pidfile=", "siptls", "--no-control", "--listen", "tls:nowhere:5061",
-                        cwd=self.mktemp_dir())
+        result = twistd(
+            "-n",
+            "--pidfile=",
+            "siptls",
+            "--no-control",
+            "--listen",
+            "tls:nowhere:5061",
+            cwd=self.mktemp_dir(),
+        )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("not an IP address", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
@@ -80,14 +103,27 @@ class OptionsTests(SynchronousTestCase):
         os.chdir(workdir)
         self.addCleanup(os.chdir, cwd)
         options = tap.Options()
-        options.parseOptions(["--listen", "tls:127.0.0.1:5999", "--listen", "tls:[::1]:5999",
-                              "--param", "handshake_timeout=3", "--no-control"])
+        options.parseOptions(
+            [
+                "--listen",
+                "tls:127.0.0.1:5999",
+                "--listen",
+                "tls:[::1]:5999",
+                "--param",
+                "handshake_timeout=3",
+                "--no-control",
+            ]
+        )
         service = tap.makeService(options)
         assert isinstance(service, SIPTLSService)
-        self.assertEqual([str(a) for a in service.addresses], ["tls:127.0.0.1:5999", "tls:[::1]:5999"])
+        self.assertEqual(
+            [str(a) for a in service.addresses], ["tls:127.0.0.1:5999", "tls:[::1]:5999"]
+        )
         self.assertEqual(service.limits.handshake_timeout, 3)
         self.assertTrue(os.path.exists(os.path.join(workdir, "siptls-selfsigned.pem")))
-        self.assertEqual(os.stat(os.path.join(workdir, "siptls-selfsigned.key")).st_mode & 0o777, 0o600)
+        self.assertEqual(
+            os.stat(os.path.join(workdir, "siptls-selfsigned.key")).st_mode & 0o777, 0o600
+        )
         self.assertTrue(any("self-signed" in note for note in service.notices()))
         self.assertIsNone(service.control)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import FakeTransport, IOPump, connectedServerAndClient
 from zope.interface import implementer
-from twisted.internet.interfaces import IHandshakeListener
 
 from siptls.contexts import ContextGeneration, ContextSettings, SIPTLSTransport
 from siptls.interfaces import ISIPApplication
@@ -56,7 +56,9 @@ class Server:
         from siptls.contexts import ServerConnectionCreator
 
         self.creator = ServerConnectionCreator(generation)
-        self.tls_factory = TLSMemoryBIOFactory(self.creator, False, self.sip_factory, clock=self.clock)
+        self.tls_factory = TLSMemoryBIOFactory(
+            self.creator, False, self.sip_factory, clock=self.clock
+        )
         self.tls_factory.protocol = SIPTLSTransport
 
     def connect(
@@ -96,7 +98,9 @@ def trusting_client(ca_pem: bytes, hostname: str = "localhost", **kwargs: Any) -
     return optionsForClientTLS(hostname, Certificate.loadPEM(ca_pem), **kwargs)
 
 
-def generation_for(ca: Any, tmpdir: str, hostname: str = "localhost", **settings: Any) -> ContextGeneration:
+def generation_for(
+    ca: Any, tmpdir: str, hostname: str = "localhost", **settings: Any
+) -> ContextGeneration:
     """A one-domain generation serving a trustme-issued certificate for ``hostname``."""
     import os
 
@@ -108,6 +112,7 @@ def generation_for(ca: Any, tmpdir: str, hostname: str = "localhost", **settings
         pem.write_to_path(cert_path, append=True)
     leaf.private_key_pem.write_to_path(key_path)
     return single_domain_generation(
-        ContextSettings(name="TLSs<default>", certificate=cert_path, private_key=key_path, **settings)
+        ContextSettings(
+            name="TLSs<default>", certificate=cert_path, private_key=key_path, **settings
+        )
     )
-

@@ -22,7 +22,9 @@ from siptls.service import SIPTLSService
 
 def require_tool(name: str) -> str:
     """The path of an installed tool, or skip the test saying how to get it."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None
+    )
     if path is None:
         message = f"{name} is not installed (CI installs it with apt-get; see .ci/run)"
         if os.environ.get("SIPTLS_REQUIRE_PEERS"):
@@ -178,9 +180,7 @@ def run_process(
     collector = Collector()
     environment = dict(os.environ)
     environment.update(env or {})
-    transport = reactor.spawnProcess(
-        collector, executable, [executable, *args], env=environment
-    )
+    transport = reactor.spawnProcess(collector, executable, [executable, *args], env=environment)
 
     def kill() -> None:
         try:
@@ -190,5 +190,3 @@ def run_process(
 
     killer = reactor.callLater(timeout, kill)
     return result
-
-
