@@ -79,34 +79,31 @@ class NeedData:
 NEED_DATA: Final = NeedData()
 
 
-class Ping:
+class _KeepAlive:
+    """A keep-alive event: all instances of one kind are equal."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Ping(_KeepAlive):
     """A double CRLF keep-alive between messages (RFC 5626 §4.4.1)."""
 
     __slots__ = ()
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Ping)
 
-    def __hash__(self) -> int:
-        return hash(Ping)
-
-    def __repr__(self) -> str:
-        return "Ping()"
-
-
-class Pong:
+class Pong(_KeepAlive):
     """A single CRLF between messages: the answer to a ping."""
 
     __slots__ = ()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Pong)
-
-    def __hash__(self) -> int:
-        return hash(Pong)
-
-    def __repr__(self) -> str:
-        return "Pong()"
 
 
 class Message:

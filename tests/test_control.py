@@ -27,6 +27,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from siptls.control import cli
+from siptls.control.cli import ClosableAMP
 from siptls.control.commands import (
     CONNECTION_ENTRY,
     DOMAIN_ENTRY,
@@ -646,18 +647,6 @@ class DefaultPathTests(SynchronousTestCase):
         )
 
 
-class ClientAMP(amp.AMP):
-    """An AMP client whose closing can be awaited."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed: Deferred[None] = Deferred()
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        super().connectionLost(reason)
-        self.closed.callback(None)
-
-
 class ControlServiceTests(TestCase):
     """The control socket on a real UNIX socket in a temporary directory."""
 
@@ -682,7 +671,7 @@ class ControlServiceTests(TestCase):
         return service
 
     async def ask_info(self) -> dict[str, Any]:
-        client = await connectProtocol(UNIXClientEndpoint(reactor, self.path), ClientAMP())
+        client = await connectProtocol(UNIXClientEndpoint(reactor, self.path), ClosableAMP())
         try:
             return await client.callRemote(TLSInfo)
         finally:
@@ -708,7 +697,7 @@ class ControlServiceTests(TestCase):
         """stopService closes client connections and removes the socket file."""
         service = self.service()
         service.startService()
-        client = await connectProtocol(UNIXClientEndpoint(reactor, self.path), ClientAMP())
+        client = await connectProtocol(UNIXClientEndpoint(reactor, self.path), ClosableAMP())
         await client.callRemote(TLSInfo)
         await service.stopService()
         await client.closed

@@ -350,7 +350,7 @@ async def execute(proto: amp.AMP, args: argparse.Namespace, out: IO[str], err: I
     return EXIT_OK
 
 
-class _ClientAMP(amp.AMP):
+class ClosableAMP(amp.AMP):
     """AMP that lets the client wait until its connection has really closed."""
 
     def __init__(self) -> None:
@@ -371,7 +371,7 @@ async def run(reactor: IReactorCore, args: argparse.Namespace, out: IO[str], err
     """Connect to ``args.control``, run the command, disconnect; the exit status."""
     endpoint = clientFromString(reactor, f"unix:path={_endpoint_path(args.control)}:timeout=5")
     try:
-        proto = await connectProtocol(endpoint, _ClientAMP())
+        proto = await connectProtocol(endpoint, ClosableAMP())
     except ConnectError:
         err.write(
             f"{PROG}: cannot reach the siptls control socket at {args.control} "
