@@ -1,9 +1,8 @@
 """The crowd-latency plot: one CDF per server, log-scaled time axis.
 
 matplotlib is optional.  If this Python lacks it, the plot is drawn by
-another Python that has it (``--plot-python``, by default
-/work/venv-bench/bin/python) running this file; if none has it, the plot is
-skipped with a message.
+another Python that has it (``--plot-python``) running this file; if none
+has it, the plot is skipped with a message.
 
     python bench/plot.py crowd-latencies.json crowd-latency.png
 """

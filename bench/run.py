@@ -125,8 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--openssl", default="openssl", help="openssl binary for s_time")
     p.add_argument(
         "--plot-python",
-        default="/work/venv-bench/bin/python",
-        help="python with matplotlib, used when this one has none",
+        default=None,
+        help="another python with matplotlib, used when this one has none",
     )
     p.add_argument(
         "--keep-workdir", action="store_true", help="keep the temp dir (configs, server logs)"

@@ -91,22 +91,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _has_twisted(python: str) -> bool:
-    try:
-        return (
-            subprocess.run(
-                [python, "-c", "import twisted, OpenSSL"], capture_output=True, timeout=30
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def default_standin_python() -> str:
-    for candidate in (sys.executable, "/work/venv/bin/python"):
-        if candidate and os.path.exists(candidate) and _has_twisted(candidate):
-            return candidate
     return sys.executable
 
 
