@@ -315,6 +315,9 @@ def _check_request(request: Request) -> None:
     if names.count(b"max-forwards") > 1:
         raise ProtocolError("The request has more than one Max-Forwards header field.", 400)
     cseq_value = headers[names.index(b"cseq")][1]
+    number, space, method = cseq_value.partition(b" ")
+    if space and method == request.method and len(number) < 10 and number.isdigit():
+        return  # the usual "1234 OPTIONS"; anything else is checked in full below
     match = _CSEQ.fullmatch(cseq_value)
     if match is None:
         shown = cseq_value[:40].decode("latin-1")
@@ -423,8 +426,11 @@ def build_response(
     else:
         for name, value in extra_headers:
             append(name + b": " + value)
-    append(b"Content-Length: %d\r\n" % len(body))
-    return b"\r\n".join(lines) + b"\r\n" + body
+    if body:
+        append(b"Content-Length: %d\r\n\r\n" % len(body))
+        return b"\r\n".join(lines) + body
+    append(b"Content-Length: 0\r\n\r\n")
+    return b"\r\n".join(lines)
 
 
 _COPIED: Final = {
