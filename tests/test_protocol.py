@@ -300,3 +300,56 @@ class ConnectionLogTests(SynchronousTestCase):
         pump.flush()
         failures = [e for e in self.events if "handshake with" in str(e.get("log_format"))]
         self.assertEqual(len(failures), 1)
+
+
+class BackpressureTests(SynchronousTestCase):
+    """Output to a peer that does not read is bounded by max_send_buffer."""
+
+    def setUp(self) -> None:
+        import os
+
+        self.ca = trustme.CA()
+        path = self.mktemp()
+        os.makedirs(path)
+        self.app = Recorder()
+        self.server = Server(
+            generation_for(self.ca, path),
+            self.app,
+            limits=ConnectionLimits(max_send_buffer=10_000),
+        )
+        self.client = RecordingClient()
+        _, self.server_tls, self.pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), self.client
+        )
+        self.pump.flush()
+        self.protocol = self.server_tls.wrappedProtocol
+
+    def test_pause_stops_reading(self) -> None:
+        """When the TCP buffer fills, the connection stops reading requests until it drains."""
+        lower = self.server_tls.lowerTransport
+        calls: list[str] = []
+        lower.pauseProducing = lambda: calls.append("pause")
+        lower.resumeProducing = lambda: calls.append("resume")
+        self.protocol.pauseProducing()
+        self.protocol.pauseProducing()
+        self.protocol.resumeProducing()
+        self.assertEqual(calls, ["pause", "resume"])
+
+    def test_unread_output_closes_connection(self) -> None:
+        """Past max_send_buffer bytes written while paused, only that connection is aborted."""
+        self.protocol.pauseProducing()
+        for _ in range(9):
+            self.protocol.send(b"x" * 1000)
+        self.assertEqual(len(self.server.registry), 1)
+        self.protocol.send(b"x" * 2000)
+        self.pump.flush()
+        self.assertEqual(len(self.server.registry), 0)
+        self.assertIn("does not read", self.app.closed[0][1])
+
+    def test_output_after_drain_is_not_counted(self) -> None:
+        """Output written while the buffer has room does not count toward the cap."""
+        for _ in range(30):
+            self.protocol.send(b"x" * 1000)
+        self.pump.flush()
+        self.assertEqual(len(self.server.registry), 1)
+        self.assertEqual(len(self.client.received), 30_000)
