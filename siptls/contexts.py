@@ -547,8 +547,15 @@ class ServerConnectionCreator:
         # The SNI callback has to be on the context a connection starts
         # with; installing it is part of finishing the context, before any
         # connection uses it.
-        for domain in generation.domains:
-            if domain.settings.role == "server" and domain.context not in self._prepared:
+        # A generation no server name can change anything in needs no
+        # callback, which saves a Python call in every handshake.
+        servers = [d for d in generation.domains if d.settings.role == "server"]
+        if not generation.refuse_unknown_names and not any(
+            getattr(d.record, "server_name", None) for d in servers
+        ):
+            return
+        for domain in servers:
+            if domain.context not in self._prepared:
                 domain.context.set_tlsext_servername_callback(self._server_name)
                 self._prepared.add(domain.context)
 

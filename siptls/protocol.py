@@ -241,6 +241,9 @@ class SIPTLSProtocol(Protocol):
             domain_reason=getattr(transport, "domain_reason", None),
             local=domain.certificate if domain is not None else None,
             verify_errors=getattr(transport, "verify_errors", None),
+            peer_possible=self.direction == "out"
+            or domain is None
+            or domain.verify_mode != SSL.VERIFY_NONE,
         )
         record.state = "established"
         record.last_activity = self.factory.clock.seconds()

@@ -47,9 +47,15 @@ class TLSInfo:
         domain_reason: str | None,
         local: CertificateFacts | None,
         verify_errors: Sequence[tuple[int, int]] | None,
+        peer_possible: bool = True,
     ) -> TLSInfo:
         raw_name = connection.get_servername()
-        peer_cert = connection.get_peer_certificate(as_cryptography=True)
+        # A server that asked for no certificate got none: skip the lookup.
+        peer_cert = (
+            connection.get_peer_certificate(as_cryptography=True)
+            if peer_possible
+            else None
+        )
         return cls(
             version=connection.get_protocol_version_name(),
             cipher=connection.get_cipher_name(),
