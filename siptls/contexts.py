@@ -40,10 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi as _ffi
 from OpenSSL._util import lib as _lib
-from twisted.internet.interfaces import (
-    IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
-)
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
@@ -595,20 +592,3 @@ class ServerConnectionCreator:
         connection.set_context(domain.context)
         # SSL_set_SSL_CTX does not carry these over; apply the new domain's.
         connection.set_verify(domain.verify_mode, _make_verify_callback(domain.settings))
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class ClientConnectionCreator:
-    """Creates one client connection from a chosen client domain."""
-
-    def __init__(self, domain: DomainContext, server_name: str | None) -> None:
-        self.domain = domain
-        self.server_name = server_name
-
-    def clientConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
-        assert isinstance(tlsProtocol, SIPTLSTransport)
-        tlsProtocol.domain = self.domain
-        connection = SSL.Connection(self.domain.context, None)
-        if self.server_name:
-            connection.set_tlsext_host_name(self.server_name.encode("ascii"))
-        return connection

@@ -51,11 +51,7 @@ class TLSInfo:
     ) -> TLSInfo:
         raw_name = connection.get_servername()
         # A server that asked for no certificate got none: skip the lookup.
-        peer_cert = (
-            connection.get_peer_certificate(as_cryptography=True)
-            if peer_possible
-            else None
-        )
+        peer_cert = connection.get_peer_certificate(as_cryptography=True) if peer_possible else None
         return cls(
             version=connection.get_protocol_version_name(),
             cipher=connection.get_cipher_name(),
