@@ -65,6 +65,9 @@ log = Logger(namespace="siptls.connection")
 
 _PONG = b"\r\n"
 
+REFUSAL_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about connections refused at tls_max_connections."""
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
@@ -208,12 +211,18 @@ class SIPTLSProtocol(Protocol):
         local = (getattr(host, "host", str(host)), getattr(host, "port", 0))
         if self.direction == "in" and registry.at_capacity():
             registry.refused()
-            log.warn(
-                "Refused a TLS connection from {peer}: {count} connections is the maximum "
-                "(tls_max_connections).",
-                peer=_address(remote),
-                count=registry.max_connections,
-            )
+            # A flood of connections must not become a flood of log lines:
+            # one line per REFUSAL_LOG_INTERVAL, with the running count.
+            now = factory.clock.seconds()
+            if now - factory.refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+                factory.refusal_logged_at = now
+                log.warn(
+                    "Refused a TLS connection from {peer}: {count} connections is the maximum "
+                    "(tls_max_connections); {refused} refused since start.",
+                    peer=_address(remote),
+                    count=registry.max_connections,
+                    refused=registry.refused_total,
+                )
             self._closing_reason = "refused: too many connections"
             transport.abortConnection()
             return
@@ -469,6 +478,7 @@ class SIPTLSFactory(Factory):
         self.limits = limits or ConnectionLimits()
         self.direction = direction
         # The registry's account, shared with every other factory using it.
+        self.refusal_logged_at = float("-inf")
         self.queue_account: QueueAccount = registry.queue_account
 
     def buildProtocol(self, addr: Any) -> SIPTLSProtocol:

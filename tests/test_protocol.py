@@ -353,3 +353,30 @@ class BackpressureTests(SynchronousTestCase):
         self.pump.flush()
         self.assertEqual(len(self.server.registry), 1)
         self.assertEqual(len(self.client.received), 30_000)
+
+
+class RefusalLogTests(SynchronousTestCase):
+    def test_refusals_logged_once_per_interval(self) -> None:
+        """Connections over tls_max_connections are logged once per 10 s, with the count."""
+        import os
+
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        ca = trustme.CA()
+        path = self.mktemp()
+        os.makedirs(path)
+        server = Server(generation_for(ca, path), OptionsResponder(), max_connections=1)
+        server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", 40000))
+        for port in range(40001, 40006):
+            server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", port))
+        refusals = [e for e in events if "Refused a TLS connection" in str(e.get("log_format"))]
+        self.assertEqual(len(refusals), 1)
+        self.assertEqual(server.registry.refused_total, 5)
+        server.clock.advance(11)
+        server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", 40010))
+        refusals = [e for e in events if "Refused a TLS connection" in str(e.get("log_format"))]
+        self.assertEqual(len(refusals), 2)
+        self.assertEqual(refusals[1]["refused"], 6)
