@@ -69,6 +69,43 @@ REFUSAL_LOG_INTERVAL = 10.0
 """Seconds between two log lines about connections refused at tls_max_connections."""
 
 
+class LogBudget:
+    """At most ``burst`` log lines per ``interval`` seconds; then one summary line.
+
+    Failed handshakes are worth a line each, until a scanner or a flood
+    makes them thousands a second: then the lines stop, and when the
+    interval ends one line says how many were left out (all of them are
+    still counted by reason in ``tls.info``).
+    """
+
+    __slots__ = ("burst", "interval", "_window_start", "_used", "_suppressed")
+
+    def __init__(self, burst: int = 20, interval: float = 10.0) -> None:
+        self.burst = burst
+        self.interval = interval
+        self._window_start = float("-inf")
+        self._used = 0
+        self._suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window_start >= self.interval:
+            if self._suppressed:
+                log.warn(
+                    "{count} more failed TLS handshakes in {interval:g} s were not logged "
+                    "one by one; tls.info counts them by reason.",
+                    count=self._suppressed,
+                    interval=self.interval,
+                )
+            self._window_start = now
+            self._used = 0
+            self._suppressed = 0
+        if self._used < self.burst:
+            self._used += 1
+            return True
+        self._suppressed += 1
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """Per-connection limits and timeouts; the defaults suit a SIP proxy."""
@@ -348,12 +385,13 @@ class SIPTLSProtocol(Protocol):
         established = self.tls is not None
         if not established:
             registry.handshake_failed(record, why)
-            log.info(
-                "TLS handshake with {peer} failed: {reason}.",
-                peer=_address(record.remote),
-                reason=why,
-                connection_id=record.id,
-            )
+            if self.factory.failure_log.allow(self.factory.clock.seconds()):
+                log.info(
+                    "TLS handshake with {peer} failed: {reason}.",
+                    peer=_address(record.remote),
+                    reason=why,
+                    connection_id=record.id,
+                )
         elif self.factory.limits.log_connections:
             log.info(
                 "TLS connection {connection_id} with {peer} closed: {reason}; "
@@ -479,6 +517,7 @@ class SIPTLSFactory(Factory):
         self.direction = direction
         # The registry's account, shared with every other factory using it.
         self.refusal_logged_at = float("-inf")
+        self.failure_log = LogBudget()
         self.queue_account: QueueAccount = registry.queue_account
 
     def buildProtocol(self, addr: Any) -> SIPTLSProtocol:

@@ -380,3 +380,23 @@ class RefusalLogTests(SynchronousTestCase):
         refusals = [e for e in events if "Refused a TLS connection" in str(e.get("log_format"))]
         self.assertEqual(len(refusals), 2)
         self.assertEqual(refusals[1]["refused"], 6)
+
+
+class LogBudgetTests(SynchronousTestCase):
+    def test_burst_then_summary(self) -> None:
+        """Twenty lines pass per window; the rest are counted and summarised once."""
+        from twisted.logger import globalLogPublisher
+
+        from siptls.protocol import LogBudget
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        budget = LogBudget(burst=20, interval=10)
+        allowed = [budget.allow(0.5) for _ in range(50)]
+        self.assertEqual(allowed.count(True), 20)
+        self.assertEqual(events, [])
+        self.assertTrue(budget.allow(10.5))
+        summaries = [e for e in events if "were not logged" in str(e.get("log_format"))]
+        self.assertEqual(len(summaries), 1)
+        self.assertEqual(summaries[0]["count"], 30)
