@@ -78,9 +78,12 @@ class LogBudget:
     still counted by reason in ``tls.info``).
     """
 
-    __slots__ = ("burst", "interval", "_window_start", "_used", "_suppressed")
+    __slots__ = ("what", "burst", "interval", "_window_start", "_used", "_suppressed")
 
-    def __init__(self, burst: int = 20, interval: float = 10.0) -> None:
+    def __init__(
+        self, what: str = "failed TLS handshakes", burst: int = 20, interval: float = 10.0
+    ) -> None:
+        self.what = what
         self.burst = burst
         self.interval = interval
         self._window_start = float("-inf")
@@ -91,9 +94,9 @@ class LogBudget:
         if now - self._window_start >= self.interval:
             if self._suppressed:
                 log.warn(
-                    "{count} more failed TLS handshakes in {interval:g} s were not logged "
-                    "one by one; tls.info counts them by reason.",
+                    "{count} more {what} in {interval:g} s were not logged one by one.",
                     count=self._suppressed,
+                    what=self.what,
                     interval=self.interval,
                 )
             self._window_start = now
@@ -474,23 +477,28 @@ class SIPTLSProtocol(Protocol):
             self.record.queued_cleartext = 0
 
     def _bad_message(self, head: bytes, problem: ProtocolError) -> None:
+        if self.factory.protocol_error_log.allow(self.factory.clock.seconds()):
+            self._log_bad_message(problem)
+        request = parse_head_leniently(head)
+        if request is not None and not head.startswith(b"ACK "):
+            self.send(build_response(request, problem.status_hint))
+
+    def _log_bad_message(self, problem: ProtocolError) -> None:
         log.info(
             "Bad SIP message on connection {connection_id} from {peer}: {reason}",
             connection_id=self.id,
             peer=_address(self.remote),
             reason=problem.reason,
         )
-        request = parse_head_leniently(head)
-        if request is not None and not head.startswith(b"ACK "):
-            self.send(build_response(request, problem.status_hint))
 
     def _framing_failed(self, problem: FramingError) -> None:
-        log.warn(
-            "Closing connection {connection_id} from {peer}: {reason}",
-            connection_id=self.id,
-            peer=_address(self.remote),
-            reason=problem.reason,
-        )
+        if self.factory.protocol_error_log.allow(self.factory.clock.seconds()):
+            log.warn(
+                "Closing connection {connection_id} from {peer}: {reason}",
+                connection_id=self.id,
+                peer=_address(self.remote),
+                reason=problem.reason,
+            )
         if problem.head is not None:
             request = parse_head_leniently(problem.head)
             if request is not None:
@@ -517,7 +525,8 @@ class SIPTLSFactory(Factory):
         self.direction = direction
         # The registry's account, shared with every other factory using it.
         self.refusal_logged_at = float("-inf")
-        self.failure_log = LogBudget()
+        self.failure_log = LogBudget("failed TLS handshakes (tls.info counts them by reason)")
+        self.protocol_error_log = LogBudget("bad SIP messages and framing errors")
         self.queue_account: QueueAccount = registry.queue_account
 
     def buildProtocol(self, addr: Any) -> SIPTLSProtocol:

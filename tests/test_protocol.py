@@ -400,3 +400,26 @@ class LogBudgetTests(SynchronousTestCase):
         summaries = [e for e in events if "were not logged" in str(e.get("log_format"))]
         self.assertEqual(len(summaries), 1)
         self.assertEqual(summaries[0]["count"], 30)
+
+    def test_bad_messages_budgeted(self) -> None:
+        """Thirty bad requests on one connection all get 400, but at most 20 log lines."""
+        import os
+
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        ca = trustme.CA()
+        path = self.mktemp()
+        os.makedirs(path)
+        server = Server(generation_for(ca, path), OptionsResponder())
+        client = RecordingClient()
+        client_tls, _, pump = server.connect(trusting_client(ca.cert_pem.bytes()), client)
+        pump.flush()
+        bad = b"".join(options(n).replace(b"%d OPTIONS" % n, b"%d INVITE" % n) for n in range(30))
+        client_tls.write(bad)
+        pump.flush()
+        self.assertEqual(client.received.count(b"SIP/2.0 400 Bad Request"), 30)
+        lines = [e for e in events if "Bad SIP message" in str(e.get("log_format"))]
+        self.assertEqual(len(lines), 20)
