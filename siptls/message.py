@@ -387,8 +387,13 @@ def build_response(
     reason: str | None = None,
     extra_headers: Iterable[tuple[bytes, bytes]] | bytes = (),
     body: bytes = b"",
+    source: tuple[str, int] | None = None,
 ) -> bytes:
     """The bytes of a response to ``request`` (RFC 3261 §8.2.6).
+
+    ``source`` is the address the request came from: the top Via then gets
+    ``received`` when its sent-by host differs (RFC 3261 §18.2.1) and the
+    port in an empty ``rport`` (RFC 3581 §4).
 
     ``extra_headers`` are ``(name, value)`` pairs, or header lines already
     joined with CRLF (what a responder answering the same way every time
@@ -407,10 +412,28 @@ def build_response(
     append = lines.append
     to_index = -1
     seed = [_TAG_SALT]
+    top_via = source is not None
     for name, value in request.headers:
         display = _COPIED.get(name)
         if display is not None:
-            if name == b"to":
+            if top_via and name == b"via":
+                top_via = False
+                # Inline check for the usual case: the sender's own address as
+                # sent-by, no rport, one hop in the field: nothing to add.
+                host = source[0]  # type: ignore[index]
+                address = _ADDRESSES.get(host) or _address_bytes(host)
+                space = value.find(b" ") + 1
+                after = space + len(address)
+                if not (
+                    space
+                    and value.startswith(address, space)
+                    and value[after : after + 1] in _AFTER_HOST
+                    and b"rport" not in value
+                    and b"," not in value
+                ):
+                    value = _mark_top_via(value, source)  # type: ignore[arg-type]
+                seed.append(value)
+            elif name == b"to":
                 # The tag, when one is needed, is added once the seed is known.
                 to_index = len(lines)
             else:
@@ -431,6 +454,54 @@ def build_response(
         return b"\r\n".join(lines) + body
     append(b"Content-Length: 0\r\n\r\n")
     return b"\r\n".join(lines)
+
+
+# via-parm = sent-protocol LWS sent-by *( SEMI via-params ); the sent-by host
+# is a name, an IPv4 address or a bracketed IPv6 reference.
+_SENT_BY = re.compile(rb"[^ \t]+[ \t]+(\[[^\]]*\]|[^ \t;:,]+)")
+_EMPTY_RPORT = re.compile(rb";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+def _mark_top_via(value: bytes, source: tuple[str, int]) -> bytes:
+    if b"," in value:
+        # Several hops in one field: only the first is the sender's.
+        first, *rest = split_header_values(value)
+        return b", ".join([_mark_via(first, source), *rest])
+    return _mark_via(value, source)
+
+
+_ADDRESSES: dict[str, bytes] = {}
+
+
+def _address_bytes(host: str) -> bytes:
+    address = host.encode("ascii")
+    if len(_ADDRESSES) < 4096:
+        _ADDRESSES[host] = address
+    return address
+
+
+def _mark_via(value: bytes, source: tuple[str, int]) -> bytes:
+    host, port = source
+    address = _ADDRESSES.get(host) or _address_bytes(host)
+    # The usual case first: "SIP/2.0/TLS <source IP>[:port];..." with no rport.
+    space = value.find(b" ")
+    end = space + 1 + len(address)
+    same_host = (
+        space > 0 and value.startswith(address, space + 1) and value[end : end + 1] in _AFTER_HOST
+    )
+    if not same_host:
+        match = _SENT_BY.match(value)
+        sent_by = match.group(1).strip(b"[]") if match is not None else b""
+        same_host = sent_by.lower() == address
+    rport = b"rport" in value and _EMPTY_RPORT.search(value) is not None
+    if rport:
+        value = _EMPTY_RPORT.sub(b";rport=%d" % port, value, count=1)
+    if rport or not same_host:
+        value += b";received=" + address
+    return value
+
+
+_AFTER_HOST: Final = (b":", b";", b"", b" ", b"\t")
 
 
 _COPIED: Final = {

@@ -177,7 +177,7 @@ class SIPTLSProtocol(Protocol):
         reason: str | None = None,
         headers: Iterable[tuple[bytes, bytes]] | bytes = (),
     ) -> None:
-        data = build_response(request, status, reason, headers)
+        data = build_response(request, status, reason, headers, source=self.remote)
         batch = self._batch
         if batch is not None:
             batch.append(data)
@@ -481,7 +481,7 @@ class SIPTLSProtocol(Protocol):
             self._log_bad_message(problem)
         request = parse_head_leniently(head)
         if request is not None and not head.startswith(b"ACK "):
-            self.send(build_response(request, problem.status_hint))
+            self.send(build_response(request, problem.status_hint, source=self.remote))
 
     def _log_bad_message(self, problem: ProtocolError) -> None:
         log.info(
@@ -502,7 +502,7 @@ class SIPTLSProtocol(Protocol):
         if problem.head is not None:
             request = parse_head_leniently(problem.head)
             if request is not None:
-                self.send(build_response(request, problem.status_hint))
+                self.send(build_response(request, problem.status_hint, source=self.remote))
         self._closing_reason = f"framing error: {problem.reason}"
         self._close_after_batch = True
 

@@ -217,3 +217,46 @@ class ResponseTests(SynchronousTestCase):
             again.headers,
             [h for h in request.headers if h[0] != b"content-length"] + [(b"content-length", b"4")],
         )
+
+
+class ViaMarkingTests(SynchronousTestCase):
+    """The top Via of a response says where the request really came from."""
+
+    def response_vias(self, via: bytes, source: tuple[str, int]) -> list[bytes]:
+        request = parse(
+            REQUEST.replace(b"v: SIP/2.0/TLS a.example.com;branch=z9hG4bK1", b"v: " + via)
+        )
+        data = build_response(request, 200, source=source)
+        return parse(data[: data.index(b"\r\n\r\n")]).get_all("via")
+
+    def test_rport_filled_and_received_added(self) -> None:
+        """An empty rport gets the source port and received the source IP (RFC 3581)."""
+        vias = self.response_vias(
+            b"SIP/2.0/TLS 127.0.0.1:15202;branch=z9hG4bKx;rport", ("127.0.0.1", 55962)
+        )
+        self.assertEqual(
+            vias[0], b"SIP/2.0/TLS 127.0.0.1:15202;branch=z9hG4bKx;rport=55962;received=127.0.0.1"
+        )
+        self.assertEqual(vias[1], b"SIP/2.0/TLS b.example.com;branch=z9hG4bK2")
+
+    def test_received_when_host_differs(self) -> None:
+        """A sent-by name or another address gets received; the same address gets nothing."""
+        vias = self.response_vias(
+            b"SIP/2.0/TLS phone.example.com;branch=z9hG4bKx", ("192.0.2.7", 5061)
+        )
+        self.assertEqual(
+            vias[0], b"SIP/2.0/TLS phone.example.com;branch=z9hG4bKx;received=192.0.2.7"
+        )
+        same = self.response_vias(
+            b"SIP/2.0/TLS 192.0.2.7:5070;branch=z9hG4bKx", ("192.0.2.7", 5061)
+        )
+        self.assertEqual(same[0], b"SIP/2.0/TLS 192.0.2.7:5070;branch=z9hG4bKx")
+        v6 = self.response_vias(b"SIP/2.0/TLS [::1]:5070;branch=z9hG4bKx", ("::1", 5061))
+        self.assertEqual(v6[0], b"SIP/2.0/TLS [::1]:5070;branch=z9hG4bKx")
+
+    def test_rport_with_value_kept(self) -> None:
+        """An rport that already has a value is left alone."""
+        vias = self.response_vias(
+            b"SIP/2.0/TLS 127.0.0.1;rport=9;branch=z9hG4bKx", ("127.0.0.1", 4)
+        )
+        self.assertEqual(vias[0], b"SIP/2.0/TLS 127.0.0.1;rport=9;branch=z9hG4bKx")
