@@ -416,6 +416,13 @@ def _make_verify_callback(
     return verify
 
 
+_RECORD_SIZE: Final = 16384
+_READ_SIZE: Final = _RECORD_SIZE + 1024
+# One buffer for every connection's reads: the reactor runs in one thread,
+# and each read is copied out of it at once.
+_READ_BUFFER: Final = _ffi.new("char[]", _READ_SIZE)
+
+
 class SIPTLSTransport(TLSMemoryBIOProtocol):
     """Twisted's TLS protocol, remembering what siptls needs per connection.
 
@@ -475,19 +482,47 @@ class SIPTLSTransport(TLSMemoryBIOProtocol):
         if incoming is None or self._eof:
             super()._flushReceiveBIO()
             return
+        ssl = connection._ssl
+        buffer = _READ_BUFFER
         while not self._lostTLSConnection:
-            if _lib.BIO_get_mem_data(incoming, _ffi.NULL) <= 0 and connection.pending() <= 0:
+            if _lib.BIO_get_mem_data(incoming, _ffi.NULL) <= 0 and _lib.SSL_pending(ssl) <= 0:
                 break
-            try:
-                data = connection.recv(65536)
-            except SSL.WantReadError:
-                break
-            except SSL.Error:
-                # Closing, alerts, failed renegotiation: Twisted's handling.
-                super()._flushReceiveBIO()
-                return
+            # SSL_read straight into one reused buffer: pyOpenSSL's recv()
+            # allocates 64 KiB and inspects the error state on every call.
+            # Anything but data (a partial record, an alert, the peer's
+            # close_notify) goes through pyOpenSSL and Twisted as usual.
+            count = _lib.SSL_read(ssl, buffer, _READ_SIZE)
+            if count <= 0:
+                try:
+                    data = connection.recv(_READ_SIZE)
+                except SSL.WantReadError:
+                    break
+                except SSL.Error:
+                    # Closing, alerts, failed renegotiation: Twisted's handling.
+                    super()._flushReceiveBIO()
+                    return
+            else:
+                data = _ffi.buffer(buffer, count)[:]
             if not self._aborted:
                 self.wrappedProtocol.dataReceived(data)
+        self._flushSendBIO()
+
+    def _write(self, data: bytes) -> None:
+        # The usual case, a reply of up to one record on an established
+        # connection, goes to SSL_write directly; SSL_write with memory BIOs
+        # takes all of it or none, and "none" is retried by Twisted's code,
+        # which then meets and handles the reason.
+        connection = self._tlsConnection
+        ssl = getattr(connection, "_ssl", None)
+        if (
+            ssl is None
+            or self._lostTLSConnection
+            or not data
+            or len(data) > _RECORD_SIZE
+            or _lib.SSL_write(ssl, data, len(data)) != len(data)
+        ):
+            super()._write(data)
+            return
         self._flushSendBIO()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:

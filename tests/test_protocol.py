@@ -423,3 +423,62 @@ class LogBudgetTests(SynchronousTestCase):
         self.assertEqual(client.received.count(b"SIP/2.0 400 Bad Request"), 30)
         lines = [e for e in events if "Bad SIP message" in str(e.get("log_format"))]
         self.assertEqual(len(lines), 20)
+
+
+class TLSRecordTests(SynchronousTestCase):
+    """The direct SSL_read/SSL_write path and its fallbacks to pyOpenSSL and Twisted."""
+
+    def setUp(self) -> None:
+        import os
+
+        self.ca = trustme.CA()
+        path = self.mktemp()
+        os.makedirs(path)
+        self.app = Recorder()
+        self.server = Server(
+            generation_for(self.ca, path), self.app, limits=ConnectionLimits(max_body_size=100_000)
+        )
+        self.client = RecordingClient()
+        self.client_tls, self.server_tls, self.pump = self.server.connect(
+            trusting_client(self.ca.cert_pem.bytes()), self.client
+        )
+        self.pump.flush()
+
+    def test_record_split_byte_by_byte(self) -> None:
+        """Ciphertext arriving one byte at a time (partial records) gives one answer."""
+        connection = self.client_tls.getHandle()
+        connection.send(options(1))
+        ciphertext = connection.bio_read(65536)
+        for index in range(len(ciphertext)):
+            self.server_tls.dataReceived(ciphertext[index : index + 1])
+        self.pump.flush()
+        self.assertEqual(self.client.received.count(b"SIP/2.0 200 OK"), 1)
+
+    def test_many_records_in_one_read(self) -> None:
+        """Several records in one read are all decrypted and answered in order."""
+        connection = self.client_tls.getHandle()
+        for n in range(1, 6):
+            connection.send(options(n))
+        self.server_tls.dataReceived(connection.bio_read(65536))
+        self.pump.flush()
+        cseqs = [line for line in self.client.received.split(b"\r\n") if line.startswith(b"CSeq")]
+        self.assertEqual(cseqs, [b"CSeq: %d OPTIONS" % n for n in range(1, 6)])
+
+    def test_large_message_and_large_write(self) -> None:
+        """A body spanning several records is framed whole; a write over one record is sent."""
+        self.client_tls.write(options(1, body=b"b" * 40_000))
+        self.pump.flush()
+        self.assertEqual(len(self.app.requests), 1)
+        self.assertEqual(len(self.app.requests[0].body), 40_000)
+        self.server_tls.wrappedProtocol.send(b"x" * 50_000)
+        self.pump.flush()
+        self.assertTrue(self.client.received.endswith(b"x" * 50_000))
+
+    def test_close_notify_after_data(self) -> None:
+        """A request followed by the peer's close_notify is answered, then the close is clean."""
+        self.client_tls.write(options(1))
+        self.client_tls.loseConnection()
+        self.pump.flush()
+        self.assertEqual(len(self.app.requests), 1)
+        self.assertEqual(len(self.server.registry), 0)
+        self.assertEqual(len(self.app.closed), 1)
