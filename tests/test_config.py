@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import os
 from collections.abc import Mapping
 
@@ -1085,20 +1084,3 @@ class FuzzTests(SynchronousTestCase):
             )
         except ConfigError:
             pass
-
-
-class PurityTests(SynchronousTestCase):
-    def test_pure_modules(self) -> None:
-        """siptls/config.py and siptls/domains.py import neither twisted nor OpenSSL."""
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for name in ("config.py", "domains.py"):
-            with open(os.path.join(here, "siptls", name), encoding="utf-8") as f:
-                tree = ast.parse(f.read())
-            imported = []
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    imported += [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    imported.append(node.module)
-            roots = {module.split(".")[0] for module in imported}
-            self.assertFalse(roots & {"twisted", "OpenSSL"}, (name, roots))

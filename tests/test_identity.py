@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-
 from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -323,22 +320,3 @@ FUZZ_CERT = make_leaf(
     dns=["*.example.com", "xn--bcher-kva.example"],
     ips=["192.0.2.1", "::1"],
 ).cert
-
-
-class PurityTests(SynchronousTestCase):
-    """The pure modules stay free of Twisted and pyOpenSSL."""
-
-    def test_no_twisted_or_openssl_imports(self) -> None:
-        """identity, hostnames and target import neither twisted nor OpenSSL."""
-        package = pathlib.Path(__file__).resolve().parent.parent / "siptls"
-        for name in ["identity.py", "hostnames.py", "target.py"]:
-            tree = ast.parse((package / name).read_text())
-            for node in ast.walk(tree):
-                modules: list[str] = []
-                if isinstance(node, ast.Import):
-                    modules = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    modules = [node.module]
-                for module in modules:
-                    top = module.split(".")[0]
-                    self.assertNotIn(top, ("twisted", "OpenSSL"), f"{name} imports {module}")

@@ -10,7 +10,15 @@ from siptls.application import OptionsResponder
 from siptls.interfaces import ISIPApplication
 from siptls.message import Request
 from siptls.protocol import ConnectionLimits, ConnectionSweeper
-from tests.tlsloop import RecordingClient, Server, generation_for, trusting_client
+from tests.tlsloop import (
+    RecordingClient,
+    Server,
+    capture_logs,
+    connect_client,
+    generation_for,
+    in_memory_server,
+    trusting_client,
+)
 
 
 def options(n: int = 1, body: bytes = b"") -> bytes:
@@ -240,34 +248,20 @@ class ProtocolTests(SynchronousTestCase):
 
 
 class ConnectionLogTests(SynchronousTestCase):
-    def setUp(self) -> None:
-        from twisted.logger import globalLogPublisher
-
-        self.events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.ca = trustme.CA()
-
     def run_connection(self, log_connections: bool) -> list[str]:
-        import os
-
-        path = self.mktemp()
-        os.makedirs(path)
-        server = Server(
-            generation_for(self.ca, path),
-            OptionsResponder(),
-            limits=ConnectionLimits(log_connections=log_connections),
+        events = capture_logs(self)
+        server, ca = in_memory_server(
+            self, OptionsResponder(), ConnectionLimits(log_connections=log_connections)
         )
-        client = RecordingClient()
-        client_tls, _, pump = server.connect(trusting_client(self.ca.cert_pem.bytes()), client)
-        pump.flush()
+        client, client_tls, _, pump = connect_client(server, ca)
         client_tls.write(options())
         pump.flush()
         client_tls.loseConnection()
         pump.flush()
+        self.events = events
         return [
             str(e.get("log_format"))
-            for e in self.events
+            for e in events
             if e.get("log_namespace") == "siptls.connection"
         ]
 
@@ -280,25 +274,16 @@ class ConnectionLogTests(SynchronousTestCase):
         opened = [e for e in self.events if "established" in str(e.get("log_format"))][0]
         self.assertEqual(opened["version"], "TLSv1.3")
         self.assertEqual(opened["peer"], "127.0.0.1:40000")
-        self.events.clear()
         self.assertEqual(self.run_connection(False), [])
 
     def test_failures_always_logged(self) -> None:
         """A failed handshake is logged even with log_connections=no."""
-        import os
-
-        path = self.mktemp()
-        os.makedirs(path)
-        server = Server(
-            generation_for(self.ca, path),
-            OptionsResponder(),
-            limits=ConnectionLimits(log_connections=False),
+        events = capture_logs(self)
+        server, _ = in_memory_server(
+            self, OptionsResponder(), ConnectionLimits(log_connections=False)
         )
-        other_ca = trustme.CA()
-        client = RecordingClient()
-        _, _, pump = server.connect(trusting_client(other_ca.cert_pem.bytes()), client)
-        pump.flush()
-        failures = [e for e in self.events if "handshake with" in str(e.get("log_format"))]
+        connect_client(server, trustme.CA())
+        failures = [e for e in events if "handshake with" in str(e.get("log_format"))]
         self.assertEqual(len(failures), 1)
 
 
@@ -306,22 +291,9 @@ class BackpressureTests(SynchronousTestCase):
     """Output to a peer that does not read is bounded by max_send_buffer."""
 
     def setUp(self) -> None:
-        import os
-
-        self.ca = trustme.CA()
-        path = self.mktemp()
-        os.makedirs(path)
         self.app = Recorder()
-        self.server = Server(
-            generation_for(self.ca, path),
-            self.app,
-            limits=ConnectionLimits(max_send_buffer=10_000),
-        )
-        self.client = RecordingClient()
-        _, self.server_tls, self.pump = self.server.connect(
-            trusting_client(self.ca.cert_pem.bytes()), self.client
-        )
-        self.pump.flush()
+        self.server, ca = in_memory_server(self, self.app, ConnectionLimits(max_send_buffer=10_000))
+        self.client, _, self.server_tls, self.pump = connect_client(self.server, ca)
         self.protocol = self.server_tls.wrappedProtocol
 
     def test_pause_stops_reading(self) -> None:
@@ -358,25 +330,16 @@ class BackpressureTests(SynchronousTestCase):
 class RefusalLogTests(SynchronousTestCase):
     def test_refusals_logged_once_per_interval(self) -> None:
         """Connections over tls_max_connections are logged once per 10 s, with the count."""
-        import os
-
-        from twisted.logger import globalLogPublisher
-
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        ca = trustme.CA()
-        path = self.mktemp()
-        os.makedirs(path)
-        server = Server(generation_for(ca, path), OptionsResponder(), max_connections=1)
-        server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", 40000))
+        events = capture_logs(self)
+        server, ca = in_memory_server(self, OptionsResponder(), max_connections=1)
+        connect_client(server, ca, peer=("127.0.0.1", 40000))
         for port in range(40001, 40006):
-            server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", port))
+            connect_client(server, ca, peer=("127.0.0.1", port))
         refusals = [e for e in events if "Refused a TLS connection" in str(e.get("log_format"))]
         self.assertEqual(len(refusals), 1)
         self.assertEqual(server.registry.refused_total, 5)
         server.clock.advance(11)
-        server.connect(trusting_client(ca.cert_pem.bytes()), peer=("127.0.0.1", 40010))
+        connect_client(server, ca, peer=("127.0.0.1", 40010))
         refusals = [e for e in events if "Refused a TLS connection" in str(e.get("log_format"))]
         self.assertEqual(len(refusals), 2)
         self.assertEqual(refusals[1]["refused"], 6)
@@ -385,13 +348,9 @@ class RefusalLogTests(SynchronousTestCase):
 class LogBudgetTests(SynchronousTestCase):
     def test_burst_then_summary(self) -> None:
         """Twenty lines pass per window; the rest are counted and summarised once."""
-        from twisted.logger import globalLogPublisher
-
         from siptls.protocol import LogBudget
 
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = capture_logs(self)
         budget = LogBudget(burst=20, interval=10)
         allowed = [budget.allow(0.5) for _ in range(50)]
         self.assertEqual(allowed.count(True), 20)
@@ -403,20 +362,9 @@ class LogBudgetTests(SynchronousTestCase):
 
     def test_bad_messages_budgeted(self) -> None:
         """Thirty bad requests on one connection all get 400, but at most 20 log lines."""
-        import os
-
-        from twisted.logger import globalLogPublisher
-
-        events: list[dict[str, object]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        ca = trustme.CA()
-        path = self.mktemp()
-        os.makedirs(path)
-        server = Server(generation_for(ca, path), OptionsResponder())
-        client = RecordingClient()
-        client_tls, _, pump = server.connect(trusting_client(ca.cert_pem.bytes()), client)
-        pump.flush()
+        events = capture_logs(self)
+        server, ca = in_memory_server(self, OptionsResponder())
+        client, client_tls, _, pump = connect_client(server, ca)
         bad = b"".join(options(n).replace(b"%d OPTIONS" % n, b"%d INVITE" % n) for n in range(30))
         client_tls.write(bad)
         pump.flush()
@@ -429,20 +377,9 @@ class TLSRecordTests(SynchronousTestCase):
     """The direct SSL_read/SSL_write path and its fallbacks to pyOpenSSL and Twisted."""
 
     def setUp(self) -> None:
-        import os
-
-        self.ca = trustme.CA()
-        path = self.mktemp()
-        os.makedirs(path)
         self.app = Recorder()
-        self.server = Server(
-            generation_for(self.ca, path), self.app, limits=ConnectionLimits(max_body_size=100_000)
-        )
-        self.client = RecordingClient()
-        self.client_tls, self.server_tls, self.pump = self.server.connect(
-            trusting_client(self.ca.cert_pem.bytes()), self.client
-        )
-        self.pump.flush()
+        self.server, ca = in_memory_server(self, self.app, ConnectionLimits(max_body_size=100_000))
+        self.client, self.client_tls, self.server_tls, self.pump = connect_client(self.server, ca)
 
     def test_record_split_byte_by_byte(self) -> None:
         """Ciphertext arriving one byte at a time (partial records) gives one answer."""

@@ -116,3 +116,43 @@ def generation_for(
             name="TLSs<default>", certificate=cert_path, private_key=key_path, **settings
         )
     )
+
+
+def in_memory_server(
+    case: Any,
+    application: ISIPApplication,
+    limits: ConnectionLimits | None = None,
+    max_connections: int = 2048,
+) -> tuple[Server, Any]:
+    """A one-domain in-memory server for ``case`` (a trial TestCase), and its trustme CA."""
+    import os
+
+    import trustme
+
+    ca = trustme.CA()
+    path = case.mktemp()
+    os.makedirs(path)
+    server = Server(generation_for(ca, path), application, limits, max_connections=max_connections)
+    return server, ca
+
+
+def connect_client(
+    server: Server, ca: Any, client: RecordingClient | None = None, **kwargs: Any
+) -> tuple[RecordingClient, Any, SIPTLSTransport, IOPump]:
+    """Connect a client trusting ``ca`` and finish the handshake."""
+    client = client or RecordingClient()
+    client_tls, server_tls, pump = server.connect(
+        trusting_client(ca.cert_pem.bytes()), client, **kwargs
+    )
+    pump.flush()
+    return client, client_tls, server_tls, pump
+
+
+def capture_logs(case: Any) -> list[dict[str, Any]]:
+    """Every log event emitted while ``case`` runs."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
