@@ -7,13 +7,10 @@ reactor: a "peer" serving a chosen certificate and a "client" that sends.
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer, reactor
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorTCP, IReactorUDP
-from twisted.names import client, dns, server
+from twisted.names import dns
 
 from siptls.errors import IdentityError, ResolutionError, SendError
 from siptls.outgoing import OutgoingProtocol, as_target, options_request
@@ -22,7 +19,7 @@ from siptls.target import Target
 from tests.certs import make_ca, make_leaf
 from tests.interop.support import ServerTestCase, deferLater, free_port
 from tests.outgoing_support import Material, Recorder
-from tests.test_resolve import MemoryAuthority, srv
+from tests.test_resolve import MemoryAuthority, dns_resolver, srv
 
 NAME = "peer.example.test"
 
@@ -467,24 +464,7 @@ class KeepAliveTests(OutgoingTestCase):
 class ResolutionTests(OutgoingTestCase):
     def dns_server(self, records: dict[str, list[Any]]) -> Any:
         """A DNS server on loopback answering from ``records``; returns a client resolver."""
-        authority = MemoryAuthority(records)
-        factory = server.DNSServerFactory(authorities=[authority])
-        for _attempt in range(20):
-            udp = cast(IReactorUDP, reactor).listenUDP(
-                0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1"
-            )
-            port = cast(IPv4Address, udp.getHost()).port
-            try:
-                tcp = cast(IReactorTCP, reactor).listenTCP(port, factory, interface="127.0.0.1")
-            except CannotListenError:
-                udp.stopListening()
-                continue
-            break
-        else:
-            self.fail("no free UDP+TCP port pair on 127.0.0.1")
-        self.addCleanup(udp.stopListening)
-        self.addCleanup(tcp.stopListening)
-        return client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor, timeout=(2,))
+        return dns_resolver(self, MemoryAuthority(records))
 
     @defer.inlineCallbacks
     def test_srv_target(self) -> Any:

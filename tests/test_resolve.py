@@ -184,6 +184,29 @@ class MemoryAuthority(common.ResolverBase):
         return defer.succeed((answers, [], []))
 
 
+def dns_resolver(case: Any, authority: MemoryAuthority) -> client.Resolver:
+    """Serve ``authority`` on 127.0.0.1 (UDP and TCP) for ``case``; a client resolver for it."""
+    factory = server.DNSServerFactory(authorities=[authority])
+    # UDP and TCP must share one port number; an ephemeral UDP port may
+    # already be taken for TCP by some other process, so try a few.
+    for _attempt in range(20):
+        udp = cast(IReactorUDP, reactor).listenUDP(
+            0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1", maxPacketSize=8192
+        )
+        port = cast(IPv4Address, udp.getHost()).port
+        try:
+            tcp = cast(IReactorTCP, reactor).listenTCP(port, factory, interface="127.0.0.1")
+        except CannotListenError:
+            udp.stopListening()
+            continue
+        break
+    else:
+        case.fail("Could not find a free UDP+TCP port pair on 127.0.0.1.")
+    case.addCleanup(udp.stopListening)
+    case.addCleanup(tcp.stopListening)
+    return client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor, timeout=(2,))
+
+
 def srv(priority: int, weight: int, port: int, target: str | bytes) -> dns.Record_SRV:
     return dns.Record_SRV(priority, weight, port, target, ttl=60)
 
@@ -194,26 +217,7 @@ class ResolveTests(TestCase):
     def serve(self, records: dict[str, list[Any]]) -> TargetResolver:
         """Start a DNS server for ``records`` and return a resolver pointed at it."""
         self.authority = MemoryAuthority(records)
-        factory = server.DNSServerFactory(authorities=[self.authority])
-        # UDP and TCP must share one port number; an ephemeral UDP port may
-        # already be taken for TCP by some other process, so try a few.
-        for _attempt in range(20):
-            udp = cast(IReactorUDP, reactor).listenUDP(
-                0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1", maxPacketSize=8192
-            )
-            port = cast(IPv4Address, udp.getHost()).port
-            try:
-                tcp = cast(IReactorTCP, reactor).listenTCP(port, factory, interface="127.0.0.1")
-            except CannotListenError:
-                udp.stopListening()
-                continue
-            break
-        else:
-            self.fail("Could not find a free UDP+TCP port pair on 127.0.0.1.")
-        self.addCleanup(udp.stopListening)
-        self.addCleanup(tcp.stopListening)
-        names = client.Resolver(servers=[("127.0.0.1", port)], reactor=reactor, timeout=(2,))
-        return TargetResolver(names, deterministic=True)
+        return TargetResolver(dns_resolver(self, self.authority), deterministic=True)
 
     zone: dict[str, list[Any]] = {
         "_sips._tcp.example.com": [
