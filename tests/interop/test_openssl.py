@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet import defer
 
-from tests.interop.support import ServerTestCase, require_tool, sip_options
+from tests.interop.support import ServerTestCase, free_port, require_tool, sip_options
 
 
 class OpenSSLClientTests(ServerTestCase):
@@ -59,3 +59,23 @@ class OpenSSLClientTests(ServerTestCase):
         self.assertIn("RENEGOTIATING", text)
         self.assertIn("no renegotiation", text)
         self.assertNotIn("SIP/2.0 200 OK", text)
+
+
+class IPv6Tests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_ipv6_listener(self) -> None:
+        """tls:[::1]:PORT listens on IPv6 loopback; the registry shows the IPv6 peer."""
+        openssl = require_tool("openssl")
+        port = free_port("::1")
+        service = self.start_server(listen=[f"tls:[::1]:{port}"])
+        self.assertEqual(self.port_of(service), port)
+        out, err, code = yield self.run_tool(
+            openssl,
+            ["s_client", "-connect", f"[::1]:{port}", "-quiet", "-no_ign_eof"],
+            stdin=sip_options(via_host="[::1]:5999"),
+            until=b"Content-Length: 0\r\n\r\n",
+        )
+        self.assertIn(b"SIP/2.0 200 OK\r\n", out, err)
+        self.assertIn(b"Via: SIP/2.0/TLS [::1]:5999;branch=z9hG4bKinterop1\r\n", out)
+        info = service.registry.info()
+        self.assertEqual(info["handshakes_ok"], 1)
