@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from operator import itemgetter
 from collections.abc import Iterable
 from typing import Final
 
@@ -94,6 +95,8 @@ _FOLD = re.compile(rb"\r?\n[ \t]+")
 _CSEQ = re.compile(rb"([0-9]{1,10})[ \t]+(" + _TOKEN + rb")")
 _MAX_CSEQ: Final = 2**31 - 1
 _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+_FIRST: Final = itemgetter(0)
 
 # Single-valued fields a request must carry exactly once (RFC 3261 §8.1.1).
 _REQUIRED_ONCE: Final = (b"to", b"from", b"call-id", b"cseq")
@@ -302,7 +305,7 @@ def _parse_request(start: bytes, headers: list[tuple[bytes, bytes]], body: bytes
 
 def _check_request(request: Request) -> None:
     headers = request.headers
-    names = [name for name, _ in headers]
+    names = list(map(_FIRST, headers))
     if b"via" not in names:
         raise ProtocolError("The request has no Via header field.", 400)
     for name in _REQUIRED_ONCE:
