@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import zlib
-from operator import itemgetter
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Final
 
 from siptls.errors import ProtocolError
