@@ -506,6 +506,44 @@ class SIPTLSTransport(TLSMemoryBIOProtocol):
             if not self._aborted:
                 self.wrappedProtocol.dataReceived(data)
         self._flushSendBIO()
+        if not self._bios_renewed:
+            self._renew_bios()
+
+    _bios_renewed = False
+
+    def _renew_bios(self) -> None:
+        """Give the connection fresh, empty memory BIOs once the handshake is over.
+
+        A memory BIO keeps the capacity it grew to, and the handshake (a
+        certificate chain one way, key shares and session tickets the other)
+        grows both: about 9 KiB per connection that an idle connection would
+        hold for its whole life.  When both BIOs are empty, new ones replace
+        them (OpenSSL frees the old ones); pyOpenSSL's references are updated
+        at once.
+        """
+        connection = self._tlsConnection
+        ssl = getattr(connection, "_ssl", None)
+        incoming = getattr(connection, "_into_ssl", None)
+        outgoing = getattr(connection, "_from_ssl", None)
+        if ssl is None or incoming is None or outgoing is None:
+            self._bios_renewed = True  # not the pyOpenSSL this was written for
+            return
+        if (
+            _lib.BIO_get_mem_data(incoming, _ffi.NULL) > 0
+            or _lib.BIO_get_mem_data(outgoing, _ffi.NULL) > 0
+        ):
+            return  # bytes in transit: try again after a later read
+        new_incoming = _lib.BIO_new(_lib.BIO_s_mem())
+        new_outgoing = _lib.BIO_new(_lib.BIO_s_mem())
+        if new_incoming == _ffi.NULL or new_outgoing == _ffi.NULL:
+            for bio in (new_incoming, new_outgoing):
+                if bio != _ffi.NULL:
+                    _lib.BIO_free(bio)
+            return
+        _lib.SSL_set_bio(ssl, new_incoming, new_outgoing)
+        connection._into_ssl = new_incoming
+        connection._from_ssl = new_outgoing
+        self._bios_renewed = True
 
     def _write(self, data: bytes) -> None:
         # The usual case, a reply of up to one record on an established

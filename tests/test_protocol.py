@@ -419,3 +419,30 @@ class TLSRecordTests(SynchronousTestCase):
         self.assertEqual(len(self.app.requests), 1)
         self.assertEqual(len(self.server.registry), 0)
         self.assertEqual(len(self.app.closed), 1)
+
+    def test_bios_renewed_after_handshake(self) -> None:
+        """After the handshake the memory BIOs are replaced by empty ones; traffic goes on."""
+        handle = self.server_tls.getHandle()
+        self.assertTrue(self.server_tls._bios_renewed)
+        first = (handle._into_ssl, handle._from_ssl)
+        for n in range(1, 4):
+            self.client_tls.write(options(n))
+            self.pump.flush()
+        self.assertEqual(self.client.received.count(b"SIP/2.0 200 OK"), 3)
+        self.assertEqual((handle._into_ssl, handle._from_ssl), first)  # renewed only once
+
+    def test_renewal_waits_for_bytes_in_transit(self) -> None:
+        """BIOs holding bytes are not replaced; the renewal happens at a later, empty moment."""
+        from OpenSSL._util import lib
+
+        self.server_tls._bios_renewed = False
+        handle = self.server_tls.getHandle()
+        lib.BIO_write(handle._from_ssl, b"pending", 7)
+        self.server_tls._renew_bios()
+        self.assertFalse(self.server_tls._bios_renewed)
+        self.assertEqual(handle.bio_read(100), b"pending")
+        self.server_tls._renew_bios()
+        self.assertTrue(self.server_tls._bios_renewed)
+        self.client_tls.write(options(9))
+        self.pump.flush()
+        self.assertIn(b"CSeq: 9 OPTIONS", self.client.received)
