@@ -44,7 +44,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -414,6 +414,27 @@ def _make_verify_callback(
         return accept_anything
 
     return verify
+
+
+class TLSConnectionFactory(TLSMemoryBIOFactory):
+    """Twisted's TLS factory, building :class:`SIPTLSTransport` connections.
+
+    It does not keep Twisted's own dictionary of live connections: the
+    connection registry already tracks every one, and an idle server holding
+    tens of thousands of connections should not pay for both.
+    """
+
+    noisy = False
+
+    def __init__(self, creator: Any, is_client: bool, wrapped: Any, clock: Any = None) -> None:
+        super().__init__(creator, is_client, wrapped, clock=clock)
+        self.protocol = SIPTLSTransport
+
+    def registerProtocol(self, protocol: Any) -> None:
+        pass
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        pass
 
 
 _RECORD_SIZE: Final = 16384

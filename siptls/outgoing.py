@@ -86,7 +86,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IResolv
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -94,6 +94,7 @@ from siptls.contexts import (
     ContextGeneration,
     DomainContext,
     SIPTLSTransport,
+    TLSConnectionFactory,
     _make_verify_callback,
 )
 from siptls.errors import IdentityError, ResolutionError, SendError
@@ -405,9 +406,7 @@ class _Flow:
         self.pool._forget(self)
         self.key, self.creator = key, self._make_creator(choice)
         self.pool.flows[key] = self
-        tls = TLSMemoryBIOFactory(self.creator, True, _FlowFactory(self), clock=self.pool.reactor)
-        tls.protocol = SIPTLSTransport
-        tls.noisy = False
+        tls = TLSConnectionFactory(self.creator, True, _FlowFactory(self), clock=self.pool.reactor)
         domain, reason, _generation = choice
         log.info(
             "Connecting to {address} for {target} (client domain {domain}: {reason}; "

@@ -40,7 +40,7 @@ from siptls.contexts import (
     ContextSettings,
     DomainContext,
     ServerConnectionCreator,
-    SIPTLSTransport,
+    TLSConnectionFactory,
     build_context,
 )
 from siptls.errors import ConfigError
@@ -209,10 +209,7 @@ class SIPTLSService(MultiService):
         return number
 
     def tls_factory(self) -> TLSMemoryBIOFactory:
-        factory = TLSMemoryBIOFactory(self.creator, False, self.factory, clock=self.reactor)
-        factory.protocol = SIPTLSTransport
-        factory.noisy = False
-        return factory
+        return TLSConnectionFactory(self.creator, False, self.factory, clock=self.reactor)
 
     def startService(self) -> None:
         super().startService()
