@@ -24,6 +24,20 @@ _REVOKED = frozenset({23})
 _SELF_SIGNED = frozenset({18, 19})  # DEPTH_ZERO_SELF_SIGNED_CERT, SELF_SIGNED_CERT_IN_CHAIN
 
 
+_SHARED: dict[str, str] = {}
+
+
+def _shared(value: str | None) -> str | None:
+    if value is None:
+        return None
+    shared = _SHARED.get(value)
+    if shared is None:
+        shared = value
+        if len(_SHARED) < 256:
+            _SHARED[value] = value
+    return shared
+
+
 @dataclass(frozen=True, slots=True)
 class TLSInfo:
     """Negotiated TLS facts of one connection."""
@@ -53,8 +67,9 @@ class TLSInfo:
         # A server that asked for no certificate got none: skip the lookup.
         peer_cert = connection.get_peer_certificate(as_cryptography=True) if peer_possible else None
         return cls(
-            version=connection.get_protocol_version_name(),
-            cipher=connection.get_cipher_name(),
+            # A handful of distinct values, kept once rather than per connection.
+            version=_shared(connection.get_protocol_version_name()) or "unknown",
+            cipher=_shared(connection.get_cipher_name()),
             cipher_bits=connection.get_cipher_bits(),
             server_name=raw_name.decode("ascii", "replace") if raw_name else None,
             domain=domain,

@@ -24,6 +24,17 @@ _RETRY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS}
 class DirectServer(tcp.Server):
     """An accepted TCP connection that writes without waiting when it can."""
 
+    # Twisted formats this for every accepted connection and keeps it for the
+    # connection's life, only for repr(); make it on demand instead.
+    @property
+    def repstr(self) -> str:
+        port = self.server._realPortNumber
+        return f"<{type(self.protocol).__name__} #{self.sessionno} on {port}>"
+
+    @repstr.setter
+    def repstr(self, value: str) -> None:
+        pass
+
     def write(self, data: bytes) -> None:
         if (
             data
