@@ -423,18 +423,22 @@ def build_response(
                 top_via = False
                 # Inline check for the usual case: the sender's own address as
                 # sent-by, no rport, one hop in the field: nothing to add.
-                host = source[0]  # type: ignore[index]
+                host, port = source  # type: ignore[misc]
                 address = _ADDRESSES.get(host) or _address_bytes(host)
-                space = value.find(b" ") + 1
-                after = space + len(address)
-                if not (
-                    space
-                    and value.startswith(address, space)
-                    and value[after : after + 1] in _AFTER_HOST
-                    and b"rport" not in value
-                    and b"," not in value
-                ):
-                    value = _mark_top_via(value, source)  # type: ignore[arg-type]
+                if value.endswith(b";rport") and b"," not in value:
+                    # Where clients put an empty rport; received goes with it.
+                    value = b"%s=%d;received=%s" % (value, port, address)
+                else:
+                    space = value.find(b" ") + 1
+                    after = space + len(address)
+                    if not (
+                        space
+                        and value.startswith(address, space)
+                        and value[after : after + 1] in _AFTER_HOST
+                        and b"rport" not in value
+                        and b"," not in value
+                    ):
+                        value = _mark_top_via(value, source)  # type: ignore[arg-type]
                 seed.append(value)
             elif name == b"to":
                 # The tag, when one is needed, is added once the seed is known.
@@ -486,6 +490,9 @@ def _address_bytes(host: str) -> bytes:
 def _mark_via(value: bytes, source: tuple[str, int]) -> bytes:
     host, port = source
     address = _ADDRESSES.get(host) or _address_bytes(host)
+    if value.endswith(b";rport"):
+        # Where clients put it; received always goes with rport (RFC 3581 §4).
+        return b"%s=%d;received=%s" % (value, port, address)
     # The usual case first: "SIP/2.0/TLS <source IP>[:port];..." with no rport.
     space = value.find(b" ")
     end = space + 1 + len(address)
