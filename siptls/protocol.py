@@ -37,6 +37,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from siptls.config import format_address
 from siptls.contexts import SIPTLSTransport, describe_verify_errors
 from siptls.errors import ProtocolError, SendError
 from siptls.framing import (
@@ -259,7 +260,7 @@ class SIPTLSProtocol(Protocol):
                 log.warn(
                     "Refused a TLS connection from {peer}: {count} connections is the maximum "
                     "(tls_max_connections); {refused} refused since start.",
-                    peer=_address(remote),
+                    peer=format_address(remote),
                     count=registry.max_connections,
                     refused=registry.refused_total,
                 )
@@ -323,7 +324,7 @@ class SIPTLSProtocol(Protocol):
             "domain {domain} ({reason}), server name {sni}, peer certificate: {verification}.",
             connection_id=record.id,
             direction="from" if self.direction == "in" else "to",
-            peer=_address(record.remote),
+            peer=format_address(record.remote),
             version=info.version,
             cipher=info.cipher,
             domain=info.domain,
@@ -391,7 +392,7 @@ class SIPTLSProtocol(Protocol):
             if self.factory.failure_log.allow(self.factory.clock.seconds()):
                 log.info(
                     "TLS handshake with {peer} failed: {reason}.",
-                    peer=_address(record.remote),
+                    peer=format_address(record.remote),
                     reason=why,
                     connection_id=record.id,
                 )
@@ -400,7 +401,7 @@ class SIPTLSProtocol(Protocol):
                 "TLS connection {connection_id} with {peer} closed: {reason}; "
                 "{messages_in} messages in, {messages_out} out.",
                 connection_id=record.id,
-                peer=_address(record.remote),
+                peer=format_address(record.remote),
                 reason=why,
                 messages_in=record.messages_in,
                 messages_out=record.messages_out,
@@ -487,7 +488,7 @@ class SIPTLSProtocol(Protocol):
         log.info(
             "Bad SIP message on connection {connection_id} from {peer}: {reason}",
             connection_id=self.id,
-            peer=_address(self.remote),
+            peer=format_address(self.remote),
             reason=problem.reason,
         )
 
@@ -496,7 +497,7 @@ class SIPTLSProtocol(Protocol):
             log.warn(
                 "Closing connection {connection_id} from {peer}: {reason}",
                 connection_id=self.id,
-                peer=_address(self.remote),
+                peer=format_address(self.remote),
                 reason=problem.reason,
             )
         if problem.head is not None:
@@ -580,11 +581,6 @@ class ConnectionSweeper:
         connection = record._transport
         if isinstance(connection, SIPTLSProtocol):
             connection.abortConnection(reason)
-
-
-def _address(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe_loss(reason: Failure, verify_errors: list[tuple[int, int]] | None = None) -> str:

@@ -30,6 +30,7 @@ from twisted.internet.task import react
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 
+from siptls.config import format_address
 from siptls.control.commands import TLSInfo, TLSKill, TLSList, TLSOptions, TLSReload
 from siptls.control.server import default_control_path
 from siptls.errors import ConfigError, SIPTLSError
@@ -139,7 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_address((host, port))
 
 
 def _timestamp(seconds: float) -> str:
