@@ -90,6 +90,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from siptls.config import format_address
 from siptls.contexts import (
     ContextGeneration,
     DomainContext,
@@ -411,7 +412,7 @@ class _Flow:
         log.info(
             "Connecting to {address} for {target} (client domain {domain}: {reason}; "
             "server name {sni}).",
-            address=f"{address[0]}:{address[1]}",
+            address=format_address(address),
             target=self.target.host,
             domain=domain.name,
             reason=reason,
