@@ -295,8 +295,6 @@ class SIPTLSProtocol(Protocol):
             or domain is None
             or domain.verify_mode != SSL.VERIFY_NONE,
         )
-        record.state = "established"
-        record.last_activity = self.factory.clock.seconds()
         record.tls_version = info.version
         record.cipher = info.cipher
         record.cipher_bits = info.cipher_bits
