@@ -301,18 +301,6 @@ class ConnectionRegistry:
         self._handshake_failures[reason] += 1
         record.state = "closing"
 
-    def received(self, record: ConnectionRecord, nbytes: int, messages: int = 0) -> None:
-        """Count clear-text bytes and SIP messages read from the peer."""
-        record.bytes_in += nbytes
-        record.messages_in += messages
-        record.last_activity = self._clock.seconds()
-
-    def sent(self, record: ConnectionRecord, nbytes: int, messages: int = 0) -> None:
-        """Count clear-text bytes and SIP messages written to the peer."""
-        record.bytes_out += nbytes
-        record.messages_out += messages
-        record.last_activity = self._clock.seconds()
-
     # -- the control channel's side -----------------------------------------
 
     def get(self, id: int) -> ConnectionRecord:

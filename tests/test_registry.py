@@ -168,20 +168,6 @@ class HandshakeAndCounterTests(SynchronousTestCase):
         self.assertEqual(sum(failed.values()), 100)
         self.assertEqual(failed["other"], 36)
 
-    def test_traffic_counters(self) -> None:
-        """received() and sent() add bytes and messages and note the activity time."""
-        registry, clock = make_registry()
-        record = registry.open("in", LOCAL, remote(1), None, 1)
-        clock.advance(3)
-        registry.received(record, 500, messages=1)
-        registry.sent(record, 300, messages=2)
-        registry.sent(record, 10)
-        self.assertEqual(
-            (record.bytes_in, record.bytes_out, record.messages_in, record.messages_out),
-            (500, 310, 1, 2),
-        )
-        self.assertEqual(record.last_activity, 1003.0)
-
     def test_info(self) -> None:
         """info() reports limits, live and total counts and the clear-text queue total."""
         registry, _ = make_registry(max_connections=10)
